@@ -1,0 +1,213 @@
+"""Versioned payload schemas.
+
+Every payload is a UTF-8 JSON object with a ``schema`` field naming its type
+and version (``"entry/1"``). Receivers call :func:`decode` with the expected
+class: it checks the size first, then the JSON, then the schema, and raises a
+:class:`~models.errors.ContractError` subclass with a readable message. Unknown
+fields are rejected (``extra="forbid"``) so that a typo never silently drops
+data; a new optional field therefore needs a new schema version.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from models.encoding import FaceEncoding
+from models.errors import MalformedPayload, PayloadTooLarge
+from models.topics import STATION_ID_PATTERN
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+"""No contract message is larger; a sync reply is paged to stay under it."""
+
+MAX_ENCODINGS_PER_WORKER = 16
+MAX_CHANGES_PER_REPLY = 200
+
+StationId = Annotated[str, Field(pattern=STATION_ID_PATTERN, description="station id, as in the topic")]
+WorkerId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Version = Annotated[int, Field(ge=0, le=2**62)]
+ShortText = Annotated[str, Field(max_length=200)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class Decision(str, enum.Enum):
+    """Outcome of an access attempt."""
+
+    GRANTED = "granted"
+    DENIED = "denied"
+    SPOOF = "spoof"
+
+
+class EventKind(str, enum.Enum):
+    """What happened at the door."""
+
+    FACE = "face"
+    QR = "qr"
+    EXIT_REQUEST = "exit_request"
+    FORCED_OPEN = "forced_open"
+    HELD_OPEN = "held_open"
+    TAMPER = "tamper"
+
+
+class Scores(_Message):
+    """The numbers behind a face decision, kept for audits and tuning."""
+
+    distance: float | None = Field(default=None, ge=0, le=10, description="distance to the best identity")
+    second_distance: float | None = Field(default=None, ge=0, le=10, description="distance to the runner-up identity")
+    frames: int | None = Field(default=None, ge=0, le=10_000, description="frames that agreed")
+    face_px: int | None = Field(default=None, ge=0, le=100_000, description="face height in pixels")
+
+
+class EntryEvent(_Message):
+    """One door event, sent by a station. ``event_id`` makes delivery idempotent."""
+
+    schema_: Literal["entry/1"] = Field(default="entry/1", alias="schema")
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    station_id: StationId
+    kind: EventKind = EventKind.FACE
+    decision: Decision
+    worker_id: WorkerId | None = Field(default=None, description="null when nobody was recognised")
+    reason: ShortText = ""
+    scores: Scores = Field(default_factory=Scores)
+    occurred_at: AwareDatetime = Field(default_factory=utcnow, description="station clock, with offset")
+    decision_ms: float | None = Field(default=None, ge=0, le=3_600_000, description="first frame to decision")
+    gallery_version: Version = 0
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class StationStatus(_Message):
+    """Retained on the status topic; the broker publishes the offline form as last will."""
+
+    schema_: Literal["status/1"] = Field(default="status/1", alias="schema")
+    station_id: StationId
+    online: bool
+    agent_version: ShortText = ""
+    gallery_version: Version = 0
+    outbox_depth: int = Field(default=0, ge=0)
+    at: AwareDatetime = Field(default_factory=utcnow)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class GalleryOp(str, enum.Enum):
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class GalleryChange(_Message):
+    """One versioned change to the set of people a station may let in.
+
+    ``upsert`` carries the worker's complete current encodings (not a delta),
+    so applying a change twice, or out of order behind a newer one, is safe:
+    a station applies a change only if its version is newer than what it holds
+    for that worker. ``delete`` removes the worker's face data from the station.
+    """
+
+    version: Version = Field(description="server-wide, strictly increasing")
+    op: GalleryOp
+    worker_id: WorkerId
+    display_name: ShortText = ""
+    encodings: tuple[FaceEncoding, ...] = Field(default=(), max_length=MAX_ENCODINGS_PER_WORKER)
+    active: bool = Field(default=True, description="false while suspended: kept, but never granted")
+
+    @field_validator("encodings")
+    @classmethod
+    def _delete_has_no_faces(cls, value, info):  # type: ignore[no-untyped-def]
+        if info.data.get("op") == GalleryOp.DELETE and value:
+            raise ValueError("a delete change must not carry encodings")
+        return value
+
+
+class GalleryChangeMessage(_Message):
+    """Live broadcast of one change on ``ws/v1/gallery/change``."""
+
+    schema_: Literal["gallery_change/1"] = Field(default="gallery_change/1", alias="schema")
+    change: GalleryChange
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SyncRequest(_Message):
+    """A station asks for every change after the version it holds."""
+
+    schema_: Literal["sync_request/1"] = Field(default="sync_request/1", alias="schema")
+    station_id: StationId
+    since_version: Version
+    request_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SyncReply(_Message):
+    """One page of changes answering a SyncRequest.
+
+    ``snapshot`` true means the changes replace the station's whole gallery
+    (the station fell too far behind, or holds a version the server never
+    issued); the station swaps its gallery atomically once the last page
+    (``more`` false) has arrived.
+    """
+
+    schema_: Literal["sync_reply/1"] = Field(default="sync_reply/1", alias="schema")
+    request_id: uuid.UUID
+    snapshot: bool = False
+    page: int = Field(default=0, ge=0)
+    changes: tuple[GalleryChange, ...] = Field(default=(), max_length=MAX_CHANGES_PER_REPLY)
+    more: bool = False
+    latest_version: Version
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SyncAck(_Message):
+    """A station confirms the gallery version it now holds."""
+
+    schema_: Literal["sync_ack/1"] = Field(default="sync_ack/1", alias="schema")
+    station_id: StationId
+    version: Version
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def encode(message: BaseModel) -> bytes:
+    """Serialise a message to its wire form (compact UTF-8 JSON)."""
+    data = message.model_dump_json(by_alias=True).encode("utf-8")
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(f"message is {len(data)} bytes, the limit is {MAX_PAYLOAD_BYTES}")
+    return data
+
+
+def decode(payload: bytes | bytearray | memoryview, cls: type[M]) -> M:
+    """Parse and validate a payload, raising a ContractError with a clear message."""
+    raw = bytes(payload)
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(f"payload is {len(raw)} bytes, the limit is {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise MalformedPayload(f"payload is not UTF-8 JSON: {err}") from err
+    if not isinstance(obj, dict):
+        raise MalformedPayload("payload must be a JSON object")
+    try:
+        return cls.model_validate(obj)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
+        raise MalformedPayload(
+            f"{cls.__name__} invalid at {where}: {first.get('msg')} ({err.error_count()} error(s))"
+        ) from err
