@@ -16,7 +16,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Refuse images larger than this (about 7,300 x 5,500): a phone photo is ~12 MP."""
@@ -55,6 +55,9 @@ def load_image(source: str | os.PathLike[str] | bytes) -> np.ndarray:
         raise ImageError(f"{name} is empty")
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"{name} is larger than {MAX_FILE_BYTES // 2**20} MB")
+    # face_recognition sets this global to True when it is imported, which
+    # makes a truncated upload decode "successfully" with its lower part grey.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
