@@ -1,0 +1,76 @@
+"""Typed dependencies of the routes: the database session, the token check, the services."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request, status
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.config import ServerSettings
+from server.enrollment import PhotoEncoder
+from server.ingest import Ingest
+
+
+@dataclass(frozen=True)
+class AppContext:
+    """What create_app wires together; stored on ``app.state.ctx``."""
+
+    settings: ServerSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    encoder: PhotoEncoder
+    ingest: Ingest | None
+
+
+def get_context(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def get_session(ctx: ContextDep) -> Iterator[Session]:
+    with ctx.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_encoder(ctx: ContextDep) -> PhotoEncoder:
+    return ctx.encoder
+
+
+EncoderDep = Annotated[PhotoEncoder, Depends(get_encoder)]
+
+
+def get_ingest(ctx: ContextDep) -> Ingest | None:
+    return ctx.ingest
+
+
+IngestDep = Annotated[Ingest | None, Depends(get_ingest)]
+
+
+def get_settings(ctx: ContextDep) -> ServerSettings:
+    return ctx.settings
+
+
+SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
+
+
+def require_token(ctx: ContextDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    """401 unless the request carries ``Authorization: Bearer <api_token>``."""
+    scheme, _, token = (authorization or "").partition(" ")
+    expected = ctx.settings.api_token.get_secret_value().encode()
+    # compare_digest: the time taken does not reveal how much of the token matched.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="missing or wrong API token: send the header 'Authorization: Bearer <api_token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

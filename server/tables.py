@@ -1,0 +1,178 @@
+"""The server's database tables (SQLAlchemy 2.x typed ORM).
+
+The schema is created and changed only by the Alembic migrations in
+``server/migrations``; a test checks that they produce exactly this metadata.
+Timestamps are stored in UTC and always come back timezone-aware, on SQLite
+(which has no time zone type) as on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Deterministic constraint names: migrations can refer to them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# A 64-bit id that is still SQLite's INTEGER PRIMARY KEY (the rowid alias).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime stored as UTC; naive values are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime: the server stores only timezone-aware times")
+        utc = value.astimezone(timezone.utc)
+        # SQLite keeps the text without an offset; UTC everywhere keeps it sortable.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class WorkerStatus(str, enum.Enum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime()}
+
+
+class Station(Base):
+    """A registered station; only registered stations may send entries or sync."""
+
+    __tablename__ = "stations"
+
+    station_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen_at: Mapped[datetime | None]
+    gallery_version_acked: Mapped[int] = mapped_column(BigInteger, default=0)
+    agent_version: Mapped[str] = mapped_column(String(200), default="")
+    outbox_depth: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Worker(Base):
+    """A person who may enter. Deleting the row deletes their personal and face data."""
+
+    __tablename__ = "workers"
+    __table_args__ = (CheckConstraint("status IN ('active', 'suspended')", name="status"),)
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(32), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=WorkerStatus.ACTIVE.value)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    samples: Mapped[list[FaceSample]] = relationship(
+        back_populates="worker", cascade="all, delete-orphan", passive_deletes=True, order_by="FaceSample.id"
+    )
+
+    @property
+    def active(self) -> bool:
+        return self.status == WorkerStatus.ACTIVE.value
+
+
+class FaceSample(Base):
+    """One face encoding of a worker: 128 little-endian float32 (512 bytes). Photos are never stored."""
+
+    __tablename__ = "face_samples"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.worker_id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(String(64))
+    vector: Mapped[bytes] = mapped_column(LargeBinary(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    worker: Mapped[Worker] = relationship(back_populates="samples")
+
+
+class GalleryChangeRow(Base):
+    """The gallery's change log: ``version`` is the server-wide, strictly increasing gallery version.
+
+    Rows are only ever appended (AUTOINCREMENT on SQLite: a version is never
+    reused). What a change *carries* is read from the current state of the
+    worker when it is sent, so the log holds no face data.
+    """
+
+    __tablename__ = "gallery_changes"
+    __table_args__ = (
+        CheckConstraint("op IN ('upsert', 'delete')", name="op"),
+        Index("ix_gallery_changes_worker_version", "worker_id", "version"),
+        {"sqlite_autoincrement": True},
+    )
+
+    version: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    op: Mapped[str] = mapped_column(String(8))
+    worker_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Entry(Base):
+    """One door event as a station reported it; ``event_id`` makes ingest idempotent."""
+
+    __tablename__ = "entries"
+    __table_args__ = (
+        Index("ix_entries_station_occurred", "station_id", "occurred_at"),
+        Index("ix_entries_occurred_id", "occurred_at", "id"),
+        Index("ix_entries_worker_occurred", "worker_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    station_id: Mapped[str] = mapped_column(String(63))
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    distance: Mapped[float | None] = mapped_column(Float)
+    second_distance: Mapped[float | None] = mapped_column(Float)
+    frames: Mapped[int | None] = mapped_column(Integer)
+    face_px: Mapped[int | None] = mapped_column(Integer)
+    decision_ms: Mapped[float | None] = mapped_column(Float)
+    gallery_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
