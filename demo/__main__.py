@@ -12,7 +12,6 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -33,13 +32,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-@dataclass
-class VisitLog:
-    """What the door did during one visit, from the agent's callbacks."""
-
-    outcomes: list[tuple[str, str | None, float | None, bool]] = field(default_factory=list)
 
 
 @app.command()
@@ -96,8 +88,12 @@ def main(
         names: dict[str, str] = {}
         for person in ENROLL:
             path = faces_dir / person.photo
-            with open(path, "rb") as fh:
-                r = api.post("/api/workers", data={"name": person.name}, files={"photos": (path.name, fh.read())})
+            try:
+                photo = path.read_bytes()
+            except OSError as err:
+                typer.echo(f"  {person.name:<22} skipped: cannot read {path} ({err.strerror})")
+                continue
+            r = api.post("/api/workers", data={"name": person.name}, files={"photos": (path.name, photo)})
             if r.status_code != 201:
                 typer.echo(f"  {person.name:<22} refused: {r.json().get('detail')}")
                 continue
@@ -106,15 +102,27 @@ def main(
             typer.echo(f"  {person.name:<22} enrolled, gallery version {body['version']}")
 
         scenario = PacedScenario(faces_dir)
-        log = [VisitLog() for _ in scenario.visits]
+        seen = [False] * len(scenario.visits)
 
-        def on_verdict(verdict, latency_ms):  # noqa: ANN001  (runs in the agent's loop)
+        tally = {"granted": 0, "denied": 0}
+
+        def on_verdict(verdict, latency_ms):  # noqa: ANN001  (runs in the agent's frame loop)
             # Attribute by the visit's first frame time: the frame reader may
             # already be a frame or two ahead of the frame that decided.
             idx = scenario.visit_at(verdict.visit_started_at + 1e-3)
+            visit = scenario.visits[idx] if idx is not None else None
+            who = names.get(verdict.identity) if verdict.identity else None
+            decision = verdict.decision.value
+            if verdict.record and decision in tally:
+                tally[decision] += 1
             if idx is not None:
-                who = names.get(verdict.identity) if verdict.identity else None
-                log[idx].outcomes.append((verdict.decision.value, who, latency_ms, verdict.record))
+                seen[idx] = True
+            timing = f"{latency_ms:6.0f} ms" if latency_ms is not None else "   door shut"
+            expected = visit is not None and (decision == "granted") == (who is not None and who == visit.enrolled_as)
+            note = "" if expected else "  <- unexpected"
+            if not verdict.record:
+                note += "  (not a new entry)"
+            typer.echo(f"  {visit.who if visit else '?':<28}{who or 'nobody':<22}{decision:<10}{timing}{note}")
 
         settings = EdgeSettings(
             station_id=STATION_ID,
@@ -132,17 +140,10 @@ def main(
         typer.echo(f"  {'visitor':<28}{'recognised as':<22}{'decision':<10}first frame -> relay")
         agent.run()
 
-        granted = denied = 0
-        for visit, entry in zip(scenario.visits, log):
-            if not entry.outcomes:
+        for visit, was_seen in zip(scenario.visits, seen):
+            if not was_seen:
                 typer.echo(f"  {visit.who:<28}{'-':<22}{'none':<10}(no usable face seen)")
-            for decision, who, latency_ms, record in entry.outcomes:
-                granted += decision == "granted" and record
-                denied += decision == "denied" and record
-                lat = f"{latency_ms:6.0f} ms" if latency_ms is not None and decision == "granted" else "   door shut"
-                ok = "" if (decision == "granted") == (visit.enrolled_as is not None and who == visit.enrolled_as) else "  <- unexpected"
-                typer.echo(f"  {visit.who:<28}{who or 'nobody':<22}{decision:<10}{lat}{ok}")
-
+        granted, denied = tally["granted"], tally["denied"]
         entries = _wait_for_entries(api, granted + denied, timeout=20)
         typer.echo(f"demo: {granted} granted, {denied} denied, {entries} entries recorded on the server")
         if not once:

@@ -39,8 +39,8 @@ ENROLL: tuple[Person, ...] = (
     Person("Rose Leslie", f"{EX}/rose_leslie/img1.jpg"),
     Person("Alex Lacamoire", f"{EX}/alex_lacamoire/alex_lacamoire1.jpg"),
     Person("Lin-Manuel Miranda", f"{EX}/lin_manuel_miranda/lin-manuel-miranda.png"),
-    Person("Bill Clinton", "lfw_dev/Bill_Clinton/Bill_Clinton_0001.jpg"),
-    Person("Hu Jintao", "lfw_dev/Hu_Jintao/Hu_Jintao_0001.jpg"),
+    Person("Bill Clinton", "lfw_dev/Bill_Clinton/Bill_Clinton_0006.jpg"),
+    Person("Hu Jintao", "lfw_dev/Hu_Jintao/Hu_Jintao_0002.jpg"),
 )
 
 VISITS: tuple[Visit, ...] = (
