@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable
@@ -27,6 +28,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], None]
+
+# An acknowledgement that arrives before publish() has registered its waiter is
+# consumed within microseconds; anything older belongs to no one.
+_EARLY_ACK_TTL_S = 30.0
 
 
 class MqttError(RuntimeError):
@@ -87,7 +92,7 @@ class MqttLink:
         self._disconnect_callbacks: list[Callable[[], None]] = []
         self._ack_lock = threading.Lock()
         self._ack_waiters: dict[int, Callable[[], None]] = {}
-        self._early_acks: set[int] = set()
+        self._early_acks: dict[int, float] = {}
         self._connected = threading.Event()
         self._started = False
         self.refused_reason: str | None = None
@@ -118,6 +123,12 @@ class MqttLink:
         finally:
             self._client.loop_stop()
             self._connected.clear()
+            # paho closes the socket pair of loop_start() only in __del__, which
+            # a reference cycle can postpone past interpreter shutdown
+            # (ResourceWarning). Close it now; private API, hence the guard.
+            reset = getattr(self._client, "_reset_sockets", None)
+            if callable(reset):
+                reset(sockpair_only=True)
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -144,28 +155,30 @@ class MqttLink:
         """Send a message; False if it could not be handed to the connection.
 
         With QoS 1 and ``on_acked``, the callback runs once the broker has
-        acknowledged the message. A message that is never acknowledged (the
-        connection dropped) never calls back: the caller keeps it and resends.
+        acknowledged the message, possibly after a reconnect (paho resends
+        what it holds). A message that is never acknowledged never calls
+        back: the caller keeps it and may resend it (receivers deduplicate).
+        Returns False when the message could not be sent now.
         """
         # paho holds its own mutex while it calls on_publish, so no lock of
-        # ours may be held across client.publish(). Every publish registers a
-        # waiter; a PUBACK that arrives before its waiter is parked in
-        # _early_acks and consumed right below by the publish it belongs to
-        # (mids are unique among messages in flight), so it is never stale.
+        # ours may be held across client.publish(). A waiter is registered for
+        # every message paho keeps (sent, or queued while disconnected, which
+        # paho sends after reconnecting). Waiters survive reconnects: a PUBACK
+        # for a resent message does mean the broker has it. A PUBACK that wins
+        # the race against its own registration below is parked briefly in
+        # _early_acks; paho never reuses a mid while its message is outstanding.
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
+        kept = info.rc == paho.MQTT_ERR_SUCCESS or (info.rc == paho.MQTT_ERR_NO_CONN and qos > 0)
+        if not kept:
             return False
         callback = on_acked or _noop
         with self._ack_lock:
-            if info.mid in self._early_acks:
-                self._early_acks.discard(info.mid)
-                fire = True
-            else:
+            fire = self._early_acks.pop(info.mid, None) is not None
+            if not fire:
                 self._ack_waiters[info.mid] = callback
-                fire = False
         if fire:
             self._safely(callback)
-        return True
+        return info.rc == paho.MQTT_ERR_SUCCESS
 
     # -- paho callbacks (network thread) ------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
@@ -184,10 +197,6 @@ class MqttLink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         was = self._connected.is_set() and self._started
         self._connected.clear()
-        with self._ack_lock:
-            # Unacknowledged publishes will never call back; their owners resend.
-            self._ack_waiters.clear()
-            self._early_acks.clear()
         if was:
             log.warning("MQTT disconnected from %s:%s: %s", self.settings.host, self.settings.port, reason_code)
             for cb in list(self._disconnect_callbacks):
@@ -200,7 +209,10 @@ class MqttLink:
         with self._ack_lock:
             cb = self._ack_waiters.pop(mid, None)
             if cb is None:
-                self._early_acks.add(mid)
+                now = time.monotonic()
+                self._early_acks[mid] = now
+                for stale in [m for m, t in self._early_acks.items() if now - t > _EARLY_ACK_TTL_S]:
+                    del self._early_acks[stale]
         if cb is not None:
             self._safely(cb)
 
