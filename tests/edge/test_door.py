@@ -1,0 +1,145 @@
+"""The door on gpiozero's own MockFactory: relay timing, polarity, beeps, LEDs, fail-secure close."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from edge.config import DoorConfig
+from edge.door import Door
+from edge.errors import DoorError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_until(cond, timeout: float = 5.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+@pytest.fixture
+def factory() -> MockFactory:
+    f = MockFactory()
+    yield f
+    f.reset()
+
+
+@pytest.mark.parametrize("active_high", [True, False])
+def test_grant_pulses_the_relay_for_unlock_s(factory: MockFactory, active_high: bool) -> None:
+    door = Door(DoorConfig(unlock_s=1.0, relay_active_high=active_high), pin_factory=factory)
+    relay = factory.pin(17)
+    off_level, on_level = (False, True) if active_high else (True, False)
+    assert relay.state == off_level and not door.unlocked  # locked from the start
+    relay.clear_states()
+    before = time.monotonic()
+    switched_at = door.grant()
+    assert before <= switched_at <= time.monotonic()
+    assert wait_until(lambda: door.unlocked)
+    assert wait_until(lambda: len(relay.states) >= 3, timeout=3.0)
+    relay.assert_states_and_times([(0.0, off_level), (0.0, on_level), (1.0, off_level)])
+    assert len(relay.states) == 3 and relay.state == off_level and not door.unlocked
+    door.close()
+
+
+def test_grant_returns_at_once_and_gives_one_beep_and_green(factory: MockFactory) -> None:
+    door = Door(DoorConfig(unlock_s=1.0, beep_s=0.1), pin_factory=factory)
+    buzzer, green, red = factory.pin(27), factory.pin(22), factory.pin(23)
+    for p in (buzzer, green, red):
+        p.clear_states()
+    t0 = time.monotonic()
+    door.grant()
+    assert time.monotonic() - t0 < 0.2  # non-blocking: the camera loop goes on
+    assert wait_until(lambda: len(green.states) >= 3, timeout=3.0)
+    buzzer.assert_states_and_times([(0.0, False), (0.0, True), (0.1, False)])
+    assert len(buzzer.states) == 3
+    green.assert_states_and_times([(0.0, False), (0.0, True), (1.0, False)])
+    assert red.states[-1].state is False and len(red.states) == 1
+    door.close()
+
+
+def test_deny_beeps_twice_lights_red_and_keeps_the_lock_shut(factory: MockFactory) -> None:
+    door = Door(DoorConfig(beep_s=0.1, deny_led_s=0.5), pin_factory=factory)
+    relay, buzzer, red = factory.pin(17), factory.pin(27), factory.pin(23)
+    for p in (relay, buzzer, red):
+        p.clear_states()
+    door.deny()
+    assert wait_until(lambda: len(buzzer.states) >= 5 and len(red.states) >= 3, timeout=3.0)
+    buzzer.assert_states_and_times([(0.0, False), (0.0, True), (0.1, False), (0.1, True), (0.1, False)])
+    red.assert_states_and_times([(0.0, False), (0.0, True), (0.5, False)])
+    assert len(relay.states) == 1 and relay.state is False
+
+
+def test_a_second_grant_during_unlock_extends_it_without_a_click(factory: MockFactory) -> None:
+    door = Door(DoorConfig(unlock_s=1.0), pin_factory=factory)
+    relay = factory.pin(17)
+    relay.clear_states()
+    door.grant()
+    time.sleep(0.5)
+    door.grant()
+    assert wait_until(lambda: len(relay.states) >= 3, timeout=3.0)
+    relay.assert_states_and_times([(0.0, False), (0.0, True), (1.5, False)])
+    door.close()
+
+
+@pytest.mark.parametrize("active_high", [True, False])
+def test_close_switches_the_relay_off_mid_unlock_and_releases_the_pins(factory: MockFactory, active_high: bool) -> None:
+    door = Door(DoorConfig(unlock_s=5.0, relay_active_high=active_high), pin_factory=factory)
+    relay = factory.pin(17)
+    door.grant()
+    assert wait_until(lambda: door.unlocked)
+    door.close()
+    assert relay.states[-1].state == (not active_high)  # the last level written is "off"
+    assert relay.function == "input"  # released
+    door.close()  # twice is harmless
+    with pytest.raises(DoorError):
+        door.grant()
+    # The pins are free again: another Door can claim them.
+    Door(DoorConfig(), pin_factory=factory).close()
+
+
+def test_pins_already_taken_are_reported_and_nothing_stays_claimed(factory: MockFactory) -> None:
+    first = Door(DoorConfig(), pin_factory=factory)
+    with pytest.raises(DoorError, match="GPIO"):
+        Door(DoorConfig(relay_pin=5, buzzer_pin=6, green_led_pin=22, red_led_pin=24), pin_factory=factory)
+    first.close()
+    # The failed attempt released BCM 5 and 6 again.
+    Door(DoorConfig(relay_pin=5, buzzer_pin=6, green_led_pin=7, red_led_pin=8), pin_factory=factory).close()
+
+
+def test_the_same_pin_twice_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="both BCM 17"):
+        DoorConfig(buzzer_pin=17)
+
+
+def _run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k != "GPIOZERO_PIN_FACTORY"} | env
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=60, cwd=REPO)
+
+
+def test_the_pin_driver_comes_from_gpiozero_pin_factory() -> None:
+    code = (
+        "from edge.config import DoorConfig\nfrom edge.door import Door\nfrom gpiozero import Device\n"
+        "d = Door(DoorConfig()); print(type(Device.pin_factory).__name__); d.close()"
+    )
+    done = _run_python(code, GPIOZERO_PIN_FACTORY="mock")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "MockFactory"
+
+
+def test_without_gpio_the_error_says_what_to_do() -> None:
+    if Path("/proc/device-tree/model").exists() and "Raspberry" in Path("/proc/device-tree/model").read_text(errors="replace"):
+        pytest.skip("this machine has real GPIO")
+    code = "from edge.config import DoorConfig\nfrom edge.door import Door\nDoor(DoorConfig())"
+    done = _run_python(code)
+    assert done.returncode != 0
+    assert "DoorError" in done.stderr and "GPIOZERO_PIN_FACTORY=mock" in done.stderr
