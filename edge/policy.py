@@ -52,22 +52,27 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     threshold: float = Field(
-        default=0.5, ge=0.2, le=0.8,
-        description="Largest face distance accepted as a match (face_recognition's default 0.6 is too loose for 1:N).",
+        default=0.56, ge=0.2, le=0.8,
+        description="Largest distance from a worker's enrollment template accepted as a match. Chosen with "
+        "`./run evaluate` for template enrollment (core/templates.py; docs/accuracy.md): re-derive it if enrollment "
+        "changes. face_recognition's 0.6 without a margin lets 9 of 40 strangers in.",
     )
     margin: float = Field(
-        default=0.06, ge=0.0, le=0.5,
-        description="The runner-up identity must be at least this much farther than the best one; closer is a tie.",
+        default=0.105, ge=0.0, le=0.5,
+        description="The runner-up worker must be at least this much farther than the best one; closer is a tie and "
+        "refused. The knob that keeps strangers out (docs/accuracy.md: 0.0975 let 2 of 40 in on the dev protocol).",
     )
     frames_required: int = Field(
-        default=3, ge=1, le=30, description="Agreeing frames needed to grant (never one lucky frame unless set to 1)."
+        default=3, ge=1, le=30,
+        description="Agreeing frames needed to grant: one lucky frame lets strangers in that single frames refuse.",
     )
     window_s: float = Field(
         default=2.0, gt=0.0, le=30.0, description="The agreeing frames must all fall within this many seconds."
     )
     min_face_px: int = Field(
-        default=60, ge=20, le=2000,
-        description="Faces smaller than this (full-frame pixels, shorter box side) are ignored: not at the door yet.",
+        default=80, ge=20, le=2000,
+        description="Faces smaller than this (full-frame pixels, shorter box side) are ignored: not at the door yet. "
+        "Recognition holds down to ~80 px and lets strangers in at ~50 px (docs/accuracy-study.md).",
     )
     visit_gap_s: float = Field(
         default=1.5, gt=0.0, le=60.0, description="This long without a usable face ends a visit."

@@ -1,4 +1,11 @@
-"""Photo files to enrollment encodings, with a plain sentence for every refusal."""
+"""Photo files to enrollment templates, with a plain sentence for every refusal.
+
+Each photo becomes its template (core.templates: the mean encoding of the photo
+and 7 altered copies), the same vector the server makes from an uploaded
+photo, so a worker enrolled here and one enrolled through the HTTP API are
+matched alike. The door's threshold belongs to this enrollment method
+(docs/accuracy.md).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from core.faces import FaceEngine, FaceError
-from core.imaging import ImageError, fit_within, load_image
+from core.imaging import ImageError
+from core.templates import MAX_SIDE, enroll_photo
 
-# Phone photos are 12+ megapixels; HOG on that is slow and no more accurate.
-MAX_SIDE = 1600
+__all__ = ["MAX_SIDE", "Sample", "encode_photo"]
 
 
 @dataclass(frozen=True)
@@ -27,10 +34,13 @@ class Sample:
 
 
 def encode_photo(engine: FaceEngine, path: Path) -> Sample:
-    """Exactly one face, encoded; otherwise a Sample that says what is wrong."""
+    """One whole face, as its template; otherwise a Sample that says what is wrong.
+
+    ``face_px`` is the face's size in the (shrunk) photo, 0 when only the
+    photo's altered copies showed the face.
+    """
     try:
-        image, _scale = fit_within(load_image(path), MAX_SIDE)
-        vector, box = engine.encode_single(image)
+        template = enroll_photo(engine, path, MAX_SIDE)
     except (ImageError, FaceError) as err:
         return Sample(path, None, str(err))
-    return Sample(path, vector, face_px=box.size)
+    return Sample(path, template.vector, face_px=template.face_px)

@@ -1,9 +1,16 @@
-"""Enrollment photos to face encodings, for the HTTP API.
+"""Enrollment photos to face templates, for the HTTP API.
 
 The photo is decoded by core.imaging (EXIF rotation, alpha, bombs), shrunk to
 a bounded size (HOG detection with upsampling on a 12-megapixel phone photo
-takes many seconds, and an enrollment face is large), and must show exactly
-one face. Photos are never stored: only the encoding is kept.
+takes many seconds, and an enrollment face is large), and must show one whole
+face. What is kept is the photo's **template** (core.templates): the mean
+encoding of the photo and 7 altered copies, one vector per photo. Photos are
+never stored.
+
+A template carries the door model's id (models.FACE_MODEL_ID): it is compared
+with the encodings a door camera makes, in the same space. But the door's
+threshold and margin were chosen for templates (docs/accuracy.md); a gallery of
+plain per-photo encodings would need other values.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import threading
 import numpy as np
 
 from core.faces import FaceEngine, FaceError
-from core.imaging import ImageError, fit_within, load_image
+from core.imaging import ImageError
+from core.templates import enroll_photo
 
 
 class PhotoRejected(ValueError):
@@ -26,7 +34,7 @@ class PhotoRejected(ValueError):
 
 
 class PhotoEncoder:
-    """Turns photo bytes into one 128-d encoding; the FaceEngine is created on first use.
+    """Turns photo bytes into one 128-d template; the FaceEngine is created on first use.
 
     dlib's detector is not known to be safe to call from several threads at
     once, and the HTTP threadpool runs requests in parallel, so calls are
@@ -50,16 +58,12 @@ class PhotoEncoder:
         return self.engine.model_id
 
     def encode(self, data: bytes, filename: str) -> np.ndarray:
-        """The encoding of the photo's single face, or PhotoRejected."""
-        try:
-            rgb = load_image(data)
-        except ImageError as err:
-            raise PhotoRejected(filename, str(err).replace("the upload", "the file")) from err
-        rgb, _scale = fit_within(rgb, self.max_side)
+        """The template of the photo's one face (core.templates), or PhotoRejected."""
         engine = self.engine
         with self._lock:
             try:
-                vector, _box = engine.encode_single(rgb)
+                return enroll_photo(engine, data, self.max_side).vector
+            except ImageError as err:
+                raise PhotoRejected(filename, str(err).replace("the upload", "the file")) from err
             except FaceError as err:
                 raise PhotoRejected(filename, str(err)) from err
-        return vector

@@ -1,35 +1,35 @@
-"""The accuracy study's pure helpers: protocol parsing, face picking, decision rules, counting, bounds."""
+"""The accuracy study's pure helpers (bench/accuracy/): protocol parsing, face picking, decision rules, counting,
+bounds. The enrollment copies it measures are core.templates.augment (tests/test_templates.py)."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.accuracy_study import (
+from bench.accuracy.protocol import read_pairs, read_protocol
+from bench.accuracy.rules import (
     EXCLUDED,
     GENUINE,
     STRANGER,
-    TailModel,
     Trials,
-    augment,
     best_point,
-    binom_upper,
     centre_face,
-    choose_defaults,
     count,
     decide,
     dedupe,
     first_within,
     largest_face,
-    nn_false_accept,
-    read_pairs,
-    read_protocol,
     safe_region,
-    two_smallest,
     votes_to_grant,
 )
+from bench.accuracy.stats import TailModel, binom_upper, nn_false_accept, two_smallest
+from bench.accuracy.study import choose_defaults
+from tests.support.services import REPO
 
 INF = math.inf
 
@@ -162,25 +162,6 @@ def test_defaults_meet_the_targets_with_slack_when_possible() -> None:
     assert slack and c.fa == 0 and c.fr <= 1 and t <= 0.49
 
 
-def test_augmentations_keep_the_image_shape_and_change_pixels() -> None:
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 256, (250, 250, 3), dtype=np.uint8)
-
-    def nearest(a: np.ndarray, f: float) -> np.ndarray:
-        h, w = round(a.shape[0] * f), round(a.shape[1] * f)
-        rows = (np.arange(h) / f).astype(int).clip(0, a.shape[0] - 1)
-        cols = (np.arange(w) / f).astype(int).clip(0, a.shape[1] - 1)
-        return a[rows][:, cols]
-
-    for name in ("flip", "crop88_c", "crop94_br", "gain70", "lowres50"):
-        out = augment(img, name, nearest)
-        assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img), name
-    assert np.array_equal(augment(img, "flip", nearest)[:, ::-1], img)
-    assert augment(img, "orig", nearest) is img
-    with pytest.raises(ValueError, match="unknown augmentation"):
-        augment(img, "rotate5", nearest)
-
-
 def test_dedupe_drops_near_copies_only() -> None:
     a = np.zeros(128, np.float32)
     b = a.copy()
@@ -188,3 +169,11 @@ def test_dedupe_drops_near_copies_only() -> None:
     c = a.copy()
     c[0] = 0.6
     assert len(dedupe(np.stack([a, b, c]), 0.1)) == 2
+
+
+def test_the_study_still_runs_as_a_script_and_says_what_is_missing(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "accuracy_study.py"), "--faces", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"FileNotFoundError: no lfw_dev_protocol_1toN.csv in {tmp_path}; "
+                                "pass --faces or set WAYSTATION_FACES_DIR")

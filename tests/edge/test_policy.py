@@ -135,7 +135,7 @@ def test_ties_between_two_workers_are_refused() -> None:
 
 
 def test_a_clear_margin_votes() -> None:
-    policy, clock = make(margin=0.06)
+    policy, clock = make(threshold=0.5, margin=0.06)
     clear = face("alice", 0.30, "bob", 0.37)
     assert policy.vote(clear.match) == "alice"
     assert policy.vote(face("alice", 0.30, "bob", 0.33).match) is None
@@ -311,6 +311,6 @@ def test_property_each_visit_has_at_most_one_grant_and_one_denial_in_that_order(
         by_visit.setdefault(v.visit_started_at, []).append(v.decision)
         assert v.open_door == (v.decision is Decision.GRANTED)
         if v.decision is Decision.GRANTED:
-            assert v.frames >= k and v.distance is not None and v.distance <= 0.5
+            assert v.frames >= k and v.distance is not None and v.distance <= PolicyConfig().threshold
     for decisions in by_visit.values():
         assert decisions in ([Decision.GRANTED], [Decision.DENIED], [Decision.DENIED, Decision.GRANTED])
