@@ -1,0 +1,230 @@
+"""``./run bench`` (``python -m bench pipeline``): the agent's door path against face_recognition's fast example.
+
+    python -m bench pipeline [--faces DIR] [--runs 3] [--enrolled 10000] [--quick] [--json FILE]
+
+Both pipelines run over the same clips (every file in ``videos/`` of the
+shared face data), each in its own subprocess pinned to one core with
+OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=1 (bench/pipeline_worker.py), against
+the same gallery: the people of the Hamilton clip (every example photo of
+Lin-Manuel Miranda and Alex Lacamoire) plus synthetic workers up to
+``--enrolled``. The runs alternate (agent, reference, agent, ...) so that
+other load on the machine hits both alike.
+
+Figures:
+
+- **ms per frame**: a run's pipeline time over all its frames (frames the
+  reference skips count, at their near-zero cost), the median of the runs;
+  **speedup** is the reference's over the agent's.
+- **encodings** computed per run.
+- **decision time**: from a person's first frame (the first frame in which
+  the agent, processing every frame, found the face) to the door's decision
+  on that visit (a grant, or the denial or spoof of a visit never granted),
+  with the agent running *live* on one core: it takes the newest frame when
+  free, drops the rest, and the processing times are the measured ones.
+  p50 and p95 over every visit of every clip and run.
+- **peak RSS** of each subprocess (models, gallery, one decoded frame).
+- **accuracy**: who each pipeline recognised in each clip. The agent
+  recognises a worker when the door grants; the example "recognises" anyone
+  it names on any processed frame (it would open the door on that frame).
+
+The last line printed is one JSON object: ``ms_per_frame``,
+``reference_ms_per_frame``, ``speedup``, ``decision_p50_ms``,
+``decision_p95_ms``, ``rss_mb`` (and more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+HAMILTON = "videos/face_recognition/short_hamilton_clip.mp4"
+PRESENT = {HAMILTON: {"lin_manuel_miranda", "alex_lacamoire"}}
+"""Enrolled people who really appear in each clip; nobody enrolled appears in the others."""
+
+
+def _faces_default() -> Path:
+    return Path(os.environ.get("WAYSTATION_FACES_DIR", REPO.parent / "shared" / "data" / "faces"))
+
+
+def _worker(pipeline: str, faces: Path, clips: list[Path], ns: argparse.Namespace) -> dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "bench.pipeline_worker", pipeline, "--faces", str(faces),
+           "--enrolled", str(ns.enrolled), "--core", str(ns.core), "--reference-scale", str(ns.reference_scale)]
+    for clip in clips:
+        cmd += ["--clip", str(clip)]
+    if ns.max_frames:
+        cmd += ["--max-frames", str(ns.max_frames)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: the {pipeline} worker failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def _visit_latencies(clip: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per live visit, its last decision, timed from the face's first frame when every frame is processed."""
+    starts = sorted({d["visit_started_at"] for d in clip["decisions"]})
+    last: dict[float, dict[str, Any]] = {}
+    for d in clip["live"]["decisions"]:
+        last[d["visit_started_at"]] = d  # a grant after a denial is the visit's decision
+    out = []
+    for live_start, d in sorted(last.items()):
+        first = max([s for s in starts if s <= live_start + 1e-9], default=live_start)
+        early = (live_start - first) * 1000.0
+        out.append(d | {"latency_ms": d["latency_ms"] + early, "identity_latency_ms": d["identity_latency_ms"] + early})
+    return out
+
+
+def _recognised(pipeline: str, clip: dict[str, Any]) -> set[str]:
+    if pipeline == "agent":
+        return {d["identity"] for d in clip["decisions"] if d["decision"] == "granted"}
+    return set(clip["named"])
+
+
+def summarise(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The figures of several runs, each {"agent": worker output, "reference": worker output}."""
+
+    def per_frame(pipeline: str) -> list[float]:
+        return [sum(sum(c["ms"]) for c in r[pipeline]["clips"].values())
+                / max(1, sum(c["frames"] for c in r[pipeline]["clips"].values())) for r in runs]
+
+    ours, ref = statistics.median(per_frame("agent")), statistics.median(per_frame("reference"))
+    visits = [v for r in runs for c in r["agent"]["clips"].values() for v in _visit_latencies(c)]
+    latencies = [v["latency_ms"] for v in visits]
+    named = [v["identity_latency_ms"] for v in visits]
+    clips: dict[str, Any] = {}
+    for name in runs[0]["agent"]["clips"]:
+        row: dict[str, Any] = {}
+        for pipeline in ("agent", "reference"):
+            results = [r[pipeline]["clips"][name] for r in runs]
+            found = _recognised(pipeline, results[0])
+            row[pipeline] = {
+                "ms_per_frame": statistics.median(sum(c["ms"]) / max(1, c["frames"]) for c in results),
+                "encodings": statistics.median(c["encodings"] for c in results),
+                "frames": results[0]["frames"],
+                "recognised": sorted(found),
+                "false": sorted(found - PRESENT.get(name, set())),
+            }
+        clips[name] = row
+    right = {p: sum(len(set(c[p]["recognised"]) - set(c[p]["false"])) for c in clips.values()) for p in ("agent", "reference")}
+    wrong = {p: sum(len(c[p]["false"]) for c in clips.values()) for p in ("agent", "reference")}
+    return {
+        "ms_per_frame": round(ours, 2),
+        "reference_ms_per_frame": round(ref, 2),
+        "speedup": round(ref / ours, 2) if ours > 0 else None,
+        "decision_p50_ms": _round(_pct(latencies, 0.5)),
+        "decision_p95_ms": _round(_pct(latencies, 0.95)),
+        "identity_decision_p50_ms": _round(_pct(named, 0.5)),
+        "identity_decision_p95_ms": _round(_pct(named, 0.95)),
+        "rss_mb": round(max(r["agent"]["rss_mb"] for r in runs), 1),
+        "reference_rss_mb": round(max(r["reference"]["rss_mb"] for r in runs), 1),
+        "encodings": statistics.median(sum(c["encodings"] for c in r["agent"]["clips"].values()) for r in runs),
+        "reference_encodings": statistics.median(sum(c["encodings"] for c in r["reference"]["clips"].values()) for r in runs),
+        "decisions": len(latencies),
+        "recognised_right": right["agent"],
+        "recognised_wrong": wrong["agent"],
+        "reference_recognised_right": right["reference"],
+        "reference_recognised_wrong": wrong["reference"],
+        "accuracy_equal_or_better": right["agent"] >= right["reference"] and wrong["agent"] <= wrong["reference"],
+        "runs": len(runs),
+        "enrolled": runs[0]["agent"]["enrolled"],
+        "clips": clips,
+    }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+def report(summary: dict[str, Any], runs: list[dict[str, dict[str, Any]]]) -> list[str]:
+    """The human-readable table (everything but the final JSON line)."""
+    lines = [f"{summary['enrolled']} enrolled (2 real people + synthetic), {summary['runs']} run(s), one core "
+             f"({runs[0]['agent']['pinned']}); median of runs", ""]
+    lines.append(f"{'clip':<58}{'agent ms/f':>11}{'ref ms/f':>10}{'enc':>6}{'ref enc':>8}  recognised: agent | reference")
+    for name, row in summary["clips"].items():
+        a, r = row["agent"], row["reference"]
+        lines.append(f"{name:<58}{a['ms_per_frame']:>11.1f}{r['ms_per_frame']:>10.1f}{a['encodings']:>6.0f}{r['encodings']:>8.0f}"
+                     f"  {', '.join(a['recognised']) or '-'} | {', '.join(r['recognised']) or '-'}")
+    lines += ["", "agent decisions (live, one core):"]
+    for name, clip in runs[0]["agent"]["clips"].items():
+        for v in _visit_latencies(clip):
+            lines.append(f"  {Path(name).name:<40} {v['decision']:<8} {v['identity'] or '-':<22} {v['latency_ms']:7.0f} ms"
+                         f" (identity {v['identity_latency_ms']:.0f} ms, in the clip {v['t_ms']:.0f} ms)  {v['reason']}")
+    s = summary
+    lines += [
+        "",
+        f"ms per frame:   agent {s['ms_per_frame']:.1f}, reference {s['reference_ms_per_frame']:.1f}; "
+        f"speedup {s['speedup']}x (target >= 5)",
+        f"encodings:      agent {s['encodings']:.0f}, reference {s['reference_encodings']:.0f}",
+        f"decision time:  p50 {s['decision_p50_ms']} ms, p95 {s['decision_p95_ms']} ms over {s['decisions']} visit(s) "
+        "(target p95 <= 300 ms)",
+        f"  of which the policy's (identity known, before liveness): p50 {s['identity_decision_p50_ms']} ms, "
+        f"p95 {s['identity_decision_p95_ms']} ms",
+        f"peak RSS:       agent {s['rss_mb']:.0f} MB, reference {s['reference_rss_mb']:.0f} MB (target <= 400 MB)",
+        f"accuracy:       agent {s['recognised_right']} right / {s['recognised_wrong']} wrong, reference "
+        f"{s['reference_recognised_right']} right / {s['reference_recognised_wrong']} wrong: "
+        f"{'equal or better' if s['accuracy_equal_or_better'] else 'WORSE'}",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--faces", type=Path, default=_faces_default(), help="the shared face data (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each pipeline, alternating (default 3)")
+    parser.add_argument("--enrolled", type=int, default=10_000, help="gallery size, synthetic workers added (default 10000)")
+    parser.add_argument("--max-frames", type=int, default=None, help="at most this many frames per clip")
+    parser.add_argument("--reference-scale", type=float, default=0.5, help="the example's downscale (default 0.5)")
+    parser.add_argument("--core", type=int, default=0, help="the CPU core to pin to (default 0)")
+    parser.add_argument("--clip", action="append", default=None,
+                        help="a clip (relative to the face data) instead of all of videos/; repeatable")
+    parser.add_argument("--quick", action="store_true", help="smoke test: the Hamilton clip's first 110 frames, one run")
+    parser.add_argument("--json", type=Path, default=None, help="also write the full results here")
+    ns = parser.parse_args(argv)
+    if not (ns.faces / "MANIFEST.md").is_file():
+        print(f"bench: the shared face data was not found at {ns.faces} (set WAYSTATION_FACES_DIR)", file=sys.stderr)
+        return 2
+    if ns.quick:
+        clips = [ns.faces / HAMILTON]
+        ns.runs, ns.max_frames = 1, ns.max_frames or 110
+    elif ns.clip:
+        clips = [ns.faces / c for c in ns.clip]
+    else:
+        clips = sorted(f for f in (ns.faces / "videos").rglob("*") if f.suffix.lower() in (".mp4", ".gif"))
+    runs = []
+    for i in range(ns.runs):
+        print(f"run {i + 1}/{ns.runs}: agent ...", file=sys.stderr, flush=True)
+        agent = _worker("agent", ns.faces, clips, ns)
+        print(f"run {i + 1}/{ns.runs}: reference ...", file=sys.stderr, flush=True)
+        runs.append({"agent": agent, "reference": _worker("reference", ns.faces, clips, ns)})
+    summary = summarise(runs)
+    for line in report(summary, runs):
+        print(line)
+    if ns.json is not None:
+        ns.json.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
+    headline = {k: summary[k] for k in ("ms_per_frame", "reference_ms_per_frame", "speedup", "decision_p50_ms",
+                                         "decision_p95_ms", "rss_mb")}
+    print(json.dumps(headline | {k: summary[k] for k in (
+        "identity_decision_p50_ms", "identity_decision_p95_ms", "encodings", "reference_encodings", "reference_rss_mb",
+        "accuracy_equal_or_better", "runs", "enrolled")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""The door's final say: the policy names the worker, liveness says the face is real, both are needed.
+
+Pure code with an injected clock: no models, pins or broker. Per frame the
+agent hands in what the pipeline saw of the followed face (a
+:class:`~edge.tracker.FaceFrame`, or None), and the gate
+
+1. lets :class:`~edge.policy.DecisionPolicy` judge the identity (k agreeing
+   frames, threshold, margin, cooldown, one grant per visit; its *visit* is
+   the gate's visit too),
+2. feeds the face's 68 landmarks to :class:`~edge.liveness.LivenessChecker`
+   from the visit's first face on, so liveness usually has its answer by the
+   time the policy has its k frames, and
+3. combines the two into at most one verdict per frame:
+
+========================  =========================  ================================
+policy                    liveness                   verdict
+========================  =========================  ================================
+grant                     passed (or mode ``off``)   the grant: the door opens
+grant                     pending                    held; released on the frame
+                                                     liveness passes (``decided_at``
+                                                     is that frame)
+grant (held or new)       failed (time limit)        ``spoof``: door shut, recorded,
+                                                     naming the worker whose face
+                                                     was shown
+denial                    any                        the denial, at once
+nothing                   failed                     nothing: the door is shut anyway,
+                                                     and a stranger standing still is
+                                                     not an attack
+========================  =========================  ================================
+
+A visit that ends (the policy's ``visit_gap_s`` without a face) while a grant
+is held drops it (counted in ``abandoned``, not recorded): the person left
+before showing they were live.
+
+The gate also tells the pipeline what the next frame needs
+(:attr:`DoorGate.wants_encoding`, :attr:`DoorGate.wants_landmarks`):
+encodings until the policy grants, so each grant rests on ``frames_required``
+encodings of different frames: on every frame while the latest match is near a
+worker (within ``threshold + NEAR``), otherwise, a stranger, on every
+``SLOW_EVERY``-th frame, and so after ``FULL_RATE_S`` without a grant (a later
+grant is still possible); after a grant none, the worker is known. A frame whose
+face was followed but not encoded reaches the policy as a copy of the latest
+match when that copy cannot vote (the visit is granted, or the match is far):
+the face counts as still there, and a stranger is denied as soon as before.
+Landmarks are computed while liveness is undecided.
+
+Cooldown: the policy counts a grant it issued as the worker's last recorded
+entry even when the gate turned it into a spoof. So that the audit log does
+not lose the worker's real entry that follows, a grant the policy marks "within
+cooldown" is recorded anyway when the worker's last recorded event here was a spoof.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Callable
+
+from core.matcher import Match
+from edge.liveness import LivenessChecker, LivenessConfig, LivenessResult, LivenessState
+from edge.policy import REASON_MATCHED, DecisionPolicy, Observation, PolicyConfig, Verdict
+from edge.tracker import FaceFrame
+from models.messages import Decision
+
+log = logging.getLogger(__name__)
+
+NEAR = 0.1
+"""A match within ``threshold + NEAR`` is "near": the next frames may well vote, so they are all encoded."""
+
+FULL_RATE_S = 3.0
+"""Near or not, a face without a grant is encoded on every frame for at most this long per visit."""
+
+SLOW_EVERY = 3
+"""Otherwise (a stranger, far from every worker, or waiting long) every this many frames."""
+
+_NO_VISIT = LivenessResult(LivenessState.PENDING, "no visit", 0, 0.0, 0, 0.0)
+
+
+class DoorGate:
+    """Policy verdicts and liveness results in, door verdicts out; see the module docstring."""
+
+    def __init__(self, policy: PolicyConfig, liveness: LivenessConfig, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.policy = DecisionPolicy(policy, clock)
+        self.liveness = LivenessChecker(liveness, clock)
+        self.abandoned = 0
+        self.spoofs = 0
+        self._spoofed: set[str] = set()  # workers whose last recorded event here is a spoof
+        self._new_visit()
+
+    def _new_visit(self) -> None:
+        self._held: Verdict | None = None
+        self._granted = False  # the policy granted in this visit (held, released or spoofed)
+        self._settled = False  # the door's decision for this visit is final: nothing more to compute
+        self._visit_started: float | None = None
+        self._frame_no = 0
+        self._recent: Match | None = None  # the visit's latest encoded match
+        self._live: LivenessResult | None = None
+
+    # -- what the pipeline should compute for the next frame --------------------------------
+    @property
+    def wants_encoding(self) -> bool:
+        if self._granted or self._settled:
+            return False
+        young = self._visit_started is None or self._clock() - self._visit_started < FULL_RATE_S
+        if young and (self._recent is None or not self._far(self._recent)):
+            return True
+        return (self._frame_no + 1) % SLOW_EVERY == 0
+
+    def _far(self, match: Match) -> bool:
+        """Whether a match is too far from every worker to vote, and not near enough to soon."""
+        return match.identity is None or match.distance > self.policy.config.threshold + NEAR
+
+    @property
+    def wants_landmarks(self) -> bool:
+        if self.liveness.config.mode == "off" or self._settled:
+            return False
+        return self._live is None or not (self._live.passed or self._live.failed)
+
+    @property
+    def held(self) -> Verdict | None:
+        """The policy's grant waiting for liveness, if any."""
+        return self._held
+
+    @property
+    def liveness_result(self) -> LivenessResult | None:
+        """The latest liveness result of the current visit (None before its first face)."""
+        return self._live
+
+    # -- one frame ---------------------------------------------------------------------------
+    def observe(self, face: FaceFrame | None) -> Verdict | None:
+        """Take what the pipeline saw on this frame; return the verdict the door must act on, if any."""
+        was_in_visit = self.policy.in_visit
+        self.policy.observe(None)  # lets the policy close a visit whose gap has passed
+        if was_in_visit and not self.policy.in_visit:
+            self._end_visit()
+        self._frame_no += 1
+
+        verdict = self.policy.observe(self._for_policy(face))
+        if self._visit_started is None and self.policy.in_visit:
+            self._visit_started = self._clock()
+        if face is not None and face.observation is not None:
+            self._recent = face.observation.match
+        live = self._check_liveness(face)
+
+        if verdict is not None and verdict.decision == Decision.DENIED:
+            return verdict
+        if verdict is not None and verdict.open_door:
+            self._granted = True
+            self._held = verdict
+        if self._held is None:
+            return None
+        if live.passed:
+            return self._release(live)
+        if live.failed:
+            return self._spoof(live)
+        log.debug("grant for %s held: liveness %s", self._held.identity, live.reason)
+        return None
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _for_policy(self, face: FaceFrame | None) -> Observation | None:
+        if face is None:
+            return None
+        if face.observation is not None:
+            return face.observation
+        recent = self._recent
+        if recent is None or not self.policy.in_visit:
+            return None
+        if self._granted or self._far(recent):
+            # The same face, not encoded on this frame: it still counts as seen (the visit goes on,
+            # and a stranger is denied after deny_after_frames frames as before), judged by its
+            # latest encoding. That copy can never vote: the visit is granted (no more votes), or
+            # the match is beyond the threshold.
+            return Observation(face_px=face.face_px, match=recent)
+        return None
+
+    def _check_liveness(self, face: FaceFrame | None) -> LivenessResult:
+        if self._live is not None and (self._live.passed or self._live.failed):
+            return self._live  # final until the visit ends
+        if not self.policy.in_visit:
+            # Outside a visit nothing is evidence: a face too small for the policy must not
+            # start the liveness time limit before the person is at the door.
+            return self._live or _NO_VISIT
+        if face is not None and face.landmarks is not None:
+            self._live = self.liveness.observe(face.landmarks, face.box, frame_size=face.frame_size)
+        else:
+            self._live = self.liveness.observe(None, None)
+        return self._live
+
+    def _release(self, live: LivenessResult) -> Verdict:
+        held = self._held
+        assert held is not None
+        self._held, self._settled = None, True
+        record = held.record
+        reason = held.reason
+        if not record and held.identity in self._spoofed:
+            # The policy's cooldown started at the spoofed grant; this is the worker's real entry.
+            record, reason = True, REASON_MATCHED
+        if record and held.identity is not None:
+            self._spoofed.discard(held.identity)
+        if self.liveness.config.mode != "off":
+            reason = f"{reason}; live: {live.reason}"
+        return replace(held, decided_at=self._clock(), record=record, reason=reason[:200])
+
+    def _spoof(self, live: LivenessResult) -> Verdict:
+        held = self._held
+        assert held is not None
+        self._held, self._settled = None, True
+        self.spoofs += 1
+        if held.identity is not None:
+            self._spoofed.add(held.identity)
+        return replace(
+            held,
+            decision=Decision.SPOOF,
+            reason=f"liveness failed: {live.reason}"[:200],
+            decided_at=self._clock(),
+            record=True,
+            open_door=False,
+        )
+
+    def _end_visit(self) -> None:
+        if self._held is not None:
+            self.abandoned += 1
+            log.info("visit of %s ended before liveness passed: grant dropped", self._held.identity)
+        self.liveness.reset()
+        self._new_visit()
