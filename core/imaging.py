@@ -119,6 +119,30 @@ def fit_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return resize(image, scale), scale
 
 
+def flip_horizontal(image: np.ndarray) -> np.ndarray:
+    """The mirror image (left and right swapped), as a contiguous array."""
+    return np.ascontiguousarray(image[:, ::-1])
+
+
+def scale_brightness(image: np.ndarray, gain: float) -> np.ndarray:
+    """Every pixel value multiplied by ``gain`` (0.7 = darker, 1.3 = brighter), clipped to 0-255."""
+    if gain < 0:
+        raise ValueError("gain must not be negative")
+    return np.clip(image.astype(np.float32) * np.float32(gain), 0, 255).astype(np.uint8)
+
+
+def camera_frame(photo: np.ndarray, width: int = 640, height: int = 480, background: int = 96) -> np.ndarray:
+    """A photo shown to a camera: scaled to fill the frame's height (or width), as if
+    the person stood at the door, centred on a plain grey background."""
+    h, w = photo.shape[:2]
+    scaled = resize(photo, min(height / h, width / w))
+    sh, sw = scaled.shape[:2]
+    frame = np.full((height, width, 3), background, dtype=np.uint8)
+    top, left = (height - sh) // 2, (width - sw) // 2
+    frame[top : top + sh, left : left + sw] = scaled
+    return frame
+
+
 def to_gray(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
@@ -133,6 +157,21 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
     if not ok:
         raise ImageError("could not encode JPEG")
     return buf.tobytes()
+
+
+def detect_qr(rgb: np.ndarray) -> list[str]:
+    """The texts of the QR codes readable in an RGB frame (empty when none).
+
+    Uses OpenCV's ArUco-based QR detector, which found rotated, tilted and
+    small codes far more often than the classic ``QRCodeDetector`` on real
+    frames (see docs/hardware.md for the smallest size read). A detector is
+    made per call (microseconds): they are not safe to share across threads.
+    """
+    gray = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    found, texts, _points, _straight = cv2.QRCodeDetectorAruco().detectAndDecodeMulti(gray)
+    if not found:
+        return []
+    return [t for t in texts if t]
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

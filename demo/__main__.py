@@ -130,6 +130,10 @@ def main(
             mqtt={"host": broker.host, "port": broker.port},
             camera={"source": str(faces_dir), "realtime": True},
             policy={"visit_gap_s": 0.8, "unknown_log_interval_s": 1.0},
+            # The demo's visitors are still photos, which the liveness check rightly rejects as
+            # spoofs (no blink, no head movement); it is switched off here so the demo shows
+            # recognition. `./run edge replay` on a real clip shows the door with liveness on.
+            liveness={"mode": "off"},
         )
         agent = EdgeAgent(settings, frames=scenario, pin_factory=MockFactory(), on_verdict=on_verdict)
         agent.start()

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from core.imaging import load_image, resize
+from core.imaging import camera_frame, load_image
 
 EX = "face_recognition_examples"
 
@@ -55,18 +55,6 @@ VISITS: tuple[Visit, ...] = (
 )
 
 FRAME_W, FRAME_H = 640, 480
-
-
-def camera_frame(photo: np.ndarray) -> np.ndarray:
-    """The photo as a 640x480 camera frame: scaled to the frame height, as if
-    the person stood at the door, centred on a grey background."""
-    h, w = photo.shape[:2]
-    scaled = resize(photo, min(FRAME_H / h, FRAME_W / w))
-    sh, sw = scaled.shape[:2]
-    frame = np.full((FRAME_H, FRAME_W, 3), 96, dtype=np.uint8)
-    top, left = (FRAME_H - sh) // 2, (FRAME_W - sw) // 2
-    frame[top : top + sh, left : left + sw] = scaled
-    return frame
 
 
 EMPTY = np.full((FRAME_H, FRAME_W, 3), 96, dtype=np.uint8)

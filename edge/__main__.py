@@ -2,6 +2,8 @@
 
 ``python -m edge run --config FILE``        run the station until SIGTERM or Ctrl-C (relay off on the way out)
 ``python -m edge check-config FILE``        validate a config file; exit 2 with ``ConfigError: key: value: problem``
+``python -m edge selftest [--config FILE]``  installer's check: relay click, buzzer patterns, LEDs, live inputs
+``python -m edge replay SOURCE --gallery DIR [--no-liveness]``  the door path on a recording, one JSON line per decision
 
 Exit codes: 0 ok, 1 a runtime failure (camera, pins, database), 2 bad configuration.
 """
@@ -99,6 +101,76 @@ def run(
         log.error("the frame loop failed", exc_info=err)
         typer.echo(f"{type(err).__name__}: {err}", err=True)
         raise typer.Exit(EXIT_RUNTIME)
+
+
+@app.command("selftest")
+def selftest(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file (default: the default pins)"),
+    watch: float = typer.Option(15.0, "--watch", min=0.0, max=3600.0, help="seconds to show the inputs' live states"),
+    pause: float = typer.Option(1.0, "--pause", min=0.0, max=30.0, help="seconds between the output steps"),
+) -> None:
+    """Click the relay, sound each buzzer pattern, light each LED, then show each input change live (agent stopped)."""
+    from edge.config import DoorConfig
+    from edge.selftest import run_selftest
+
+    door = _load(config).door if config is not None else DoorConfig()
+    try:
+        run_selftest(door, say=typer.echo, watch_s=watch, pause_s=pause)
+    except EdgeError as err:
+        typer.echo(f"{type(err).__name__}: {err} (is the agent still running? stop it first)", err=True)
+        raise typer.Exit(EXIT_RUNTIME) from err
+
+
+@app.command("replay")
+def replay(
+    source: Path = typer.Argument(..., help="a video file, or a folder of images played in name order"),
+    gallery: Path = typer.Option(..., "--gallery", "-g", help="folder of <identity>/<photo> files, one face per photo"),
+    no_liveness: bool = typer.Option(False, "--no-liveness", help="switch the liveness check off"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file (default: the shipped settings)"),
+    fps: float = typer.Option(5.0, "--fps", min=0.1, max=240.0, help="frame rate of an image folder (a video has its own)"),
+) -> None:
+    """The agent's door path on a recording: one JSON line per decision (identity, decision, reason, t_ms)."""
+    import json
+
+    from edge.replay import Replay, build_gallery, clip_fps
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = _load(config) if config is not None else EdgeSettings.build(station_id="replay")
+    if no_liveness:
+        settings = settings.model_copy(update={"liveness": settings.liveness.model_copy(update={"mode": "off"})})
+    if not (source.is_file() or source.is_dir()):
+        typer.echo(f"replay: {source} is neither a video file nor an image folder", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    from core.faces import FaceEngine
+
+    try:
+        engine = FaceEngine().load()
+        built = build_gallery(engine, gallery)
+    except FileNotFoundError as err:
+        typer.echo(f"replay: {err}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from err
+    except FaceModelError as err:
+        typer.echo(f"{type(err).__name__}: {err}", err=True)
+        raise typer.Exit(EXIT_RUNTIME) from err
+    for photo, why in built.refused:
+        typer.echo(f"replay: gallery photo refused: {photo}: {why}", err=True)
+    if len(built.gallery) == 0:
+        typer.echo(f"replay: no usable photo in {gallery} (expected <identity>/<photo> files, one face each)", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    rate = clip_fps(source, fps)
+    run = Replay(settings, engine, built.gallery)
+    try:
+        for decision in run.run(source, rate):
+            typer.echo(json.dumps(decision.as_dict()))
+    except EdgeError as err:
+        typer.echo(f"{type(err).__name__}: {err}", err=True)
+        raise typer.Exit(EXIT_RUNTIME) from err
+    typer.echo(
+        f"replay: {run.frames} frames at {rate:g} fps, {len(built.gallery.identities)} people from "
+        f"{built.photos - len(built.refused)} photo(s), liveness {settings.liveness.mode}, "
+        f"{run.pipeline.encodings_computed} encodings",
+        err=True,
+    )
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ and ``close()``. :func:`open_source` picks one from the camera setting:
 =====================  ===============================================
 ``"0"``, ``"1"``       USB camera by device index (live)
 ``rtsp://...``/http    network stream (live)
+``picamera``           Raspberry Pi camera module via picamera2 (live;
+                       ``picamera:1`` for the second camera)
 an existing folder     images in name order (core.imaging.list_images)
 an existing file       a video file (core.imaging.Capture)
 =====================  ===============================================
@@ -19,8 +21,11 @@ frame. :class:`IterableSource` feeds frames given by the caller (demo, tests).
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -37,6 +42,13 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 _URL = re.compile(r"^(rtsp|rtsps|rtmp|http|https)://", re.IGNORECASE)
+_PICAMERA = re.compile(r"^picamera2?(?::(\d))?$", re.IGNORECASE)
+PICAMERA2_MISSING = (
+    "picamera2 cannot be imported: on Raspberry Pi OS install it with 'apt install python3-picamera2' and create "
+    "the virtual environment with --system-site-packages (it is not installable from PyPI off a Pi)"
+)
+PICAMERA_SIZE = (640, 480)
+"""Frame size asked of the Pi camera: a door's faces are 80-200 px at this size, and HOG's cost grows with pixels."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +181,61 @@ class CaptureSource:
         self._stop.set()
 
 
+class PiCameraSource:
+    """The Raspberry Pi camera module through picamera2 (live).
+
+    picamera2 is imported when the camera is opened, never when this module
+    is: it exists only on Raspberry Pi OS. One iteration is one opening; any
+    error ends it (ReopeningSource then reopens with back-off).
+    """
+
+    live = True
+
+    def __init__(self, camera: int = 0, *, size: tuple[int, int] = PICAMERA_SIZE, clock: Clock = time.monotonic) -> None:
+        self.camera = camera
+        self.size = size
+        self._clock = clock
+        self._stop = threading.Event()
+
+    def describe(self) -> str:
+        return f"Pi camera {self.camera} (picamera2)"
+
+    def __iter__(self) -> Iterator[Frame]:
+        try:
+            from picamera2 import Picamera2
+        except ImportError as err:
+            raise CameraError(PICAMERA2_MISSING) from err
+        cam = Picamera2(self.camera)
+        try:
+            # libcamera names formats by the word order of a pixel: "BGR888" arrays hold R, G, B
+            # per pixel, the RGB that dlib wants ("RGB888" would be B, G, R).
+            cam.configure(cam.create_video_configuration(main={"size": self.size, "format": "BGR888"}))
+            cam.start()
+            index = 0
+            while not self._stop.is_set():
+                rgb = np.ascontiguousarray(cam.capture_array("main")[:, :, :3])
+                yield Frame(index, self._clock(), rgb)
+                index += 1
+        finally:
+            with contextlib.suppress(Exception):  # a camera that already failed may fail to stop too
+                cam.stop()
+            with contextlib.suppress(Exception):
+                cam.close()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def picamera2_available() -> bool:
+    """Whether picamera2 can be imported here (on Raspberry Pi OS with python3-picamera2)."""
+    if "picamera2" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("picamera2") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class ReopeningSource:
     """Keeps a live source going: when it fails or stops delivering, reopen it with back-off.
 
@@ -288,6 +355,10 @@ def open_source(camera: CameraConfig, *, clock: Clock = time.monotonic) -> Frame
         source = ReopeningSource(CaptureSource(int(spec), live=True, clock=clock), max_delay_s=camera.reopen_max_s)
     elif _URL.match(spec):
         source = ReopeningSource(CaptureSource(spec, live=True, clock=clock), max_delay_s=camera.reopen_max_s)
+    elif (pi := _PICAMERA.match(spec)) is not None:
+        if not picamera2_available():
+            raise CameraError(PICAMERA2_MISSING)  # permanent: no point retrying
+        source = ReopeningSource(PiCameraSource(int(pi.group(1) or 0), clock=clock), max_delay_s=camera.reopen_max_s)
     else:
         path = Path(spec).expanduser()
         if path.is_dir():
@@ -304,7 +375,7 @@ def open_source(camera: CameraConfig, *, clock: Clock = time.monotonic) -> Frame
         else:
             raise CameraError(
                 f"camera source {spec!r} does not exist: use a camera index such as \"0\", an existing video file "
-                "or image folder, or an rtsp:// or http(s):// URL"
+                "or image folder, an rtsp:// or http(s):// URL, or picamera (the Pi camera module)"
             )
     if camera.realtime:
         return LatestFrameReader(source)

@@ -10,16 +10,20 @@ Every error is reported as ``key path: value: problem`` (see ConfigError).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge.errors import ConfigError
+from edge.liveness import LivenessConfig
 from edge.policy import PolicyConfig
+from edge.sync_config import OutboxConfig, StatusConfig
 from models.topics import check_station_id
 
 _STRICT = ConfigDict(extra="forbid")
@@ -67,32 +71,116 @@ class CameraConfig(BaseModel):
 
 
 class DetectionConfig(BaseModel):
+    """Where and how faces are searched for; see edge/pipeline.py and docs/performance.md."""
+
     model_config = _STRICT
 
     scale: float = Field(
-        default=0.5, ge=0.1, le=1.0,
-        description="Detect faces on a frame shrunk by this factor (faster; HOG finds faces down to ~80 px after shrinking).",
+        default=1.0, ge=0.1, le=1.0,
+        description="Whole-frame searches run on the frame shrunk by this factor. HOG finds faces of ~80 px and more "
+        "after shrinking, so 1.0 suits a 640x480 door camera (faces of 80-160 px at 0.5-1 m); 0.5 suits 1280x720.",
     )
     upsample: int = Field(default=0, ge=0, le=2, description="HOG upsampling steps: finds smaller faces, 4x cost each.")
     min_face_px: int = Field(
         default=60, ge=20, le=2000,
         description="Faces smaller than this (full-frame pixels) are not encoded at all (saves time).",
     )
+    roi_margin: float = Field(
+        default=0.75, ge=0.2, le=3.0,
+        description="While a face is followed, the next frame is searched only this many face sizes around it.",
+    )
+    roi_face_px: int = Field(
+        default=100, ge=80, le=400,
+        description="The search around a followed face shrinks it to about this size (HOG needs 80 px; smaller is faster).",
+    )
+    rescan_s: float = Field(
+        default=0.5, ge=0.0, le=10.0,
+        description="While a face is followed, the whole frame is searched again this often (a closer person is "
+        "noticed); 0 searches the whole frame every time.",
+    )
+    idle_change: float = Field(
+        default=0.002, ge=0.0, le=1.0,
+        description="With nobody in view, a frame is searched only when at least this fraction of a small grey "
+        "thumbnail changed since the last search; 0 searches every frame.",
+    )
+    idle_rescan_s: float = Field(
+        default=1.0, ge=0.0, le=60.0,
+        description="With nobody in view, the whole frame is searched at least this often, changed or not.",
+    )
+    idle_interval_s: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="With nobody in view, searches are at least this far apart (saves CPU on a fast machine; a face "
+        "is then found up to this much later). 0: every frame that changed.",
+    )
+
+
+ContactType = Literal["nc", "no"]
 
 
 class DoorConfig(BaseModel):
+    """The door's pins (BCM numbering), polarities and timings; see docs/hardware.md for the wiring.
+
+    Inputs are wired between the pin and ground, with the Pi's internal
+    pull-up: a closed switch reads low. ``*_pin: null`` means not fitted.
+    """
+
     model_config = _STRICT
 
     relay_pin: int = Field(default=17, ge=0, le=27, description="BCM pin driving the lock relay.")
     relay_active_high: bool = Field(
         default=True, description="false for the common active-low relay boards (relay on when the pin is low)."
     )
+    fail_safe: bool = Field(
+        default=False,
+        description="false (fail-secure, the default): the relay energised RELEASES the lock, so a stopped or crashed "
+        "agent, or a Pi without power, leaves the door locked. true (fail-safe, only where the fire code asks for it): "
+        "the relay energised HOLDS the lock, so any failure releases the door. Wiring differs; see docs/hardware.md.",
+    )
     unlock_s: float = Field(default=3.0, ge=1.0, le=10.0, description="Seconds the lock stays released after a grant.")
     buzzer_pin: int = Field(default=27, ge=0, le=27, description="BCM pin of the buzzer.")
     green_led_pin: int = Field(default=22, ge=0, le=27, description="BCM pin of the green (granted) LED.")
-    red_led_pin: int = Field(default=23, ge=0, le=27, description="BCM pin of the red (denied) LED.")
+    red_led_pin: int = Field(default=23, ge=0, le=27, description="BCM pin of the red (denied, alarm) LED.")
     beep_s: float = Field(default=0.1, ge=0.02, le=2.0, description="Length of one beep in seconds.")
     deny_led_s: float = Field(default=1.0, ge=0.1, le=10.0, description="Seconds the red LED stays lit after a denial.")
+    alarm_on_s: float = Field(default=0.8, ge=0.1, le=5.0, description="Alarm pattern: seconds the buzzer sounds.")
+    alarm_off_s: float = Field(default=0.4, ge=0.1, le=5.0, description="Alarm pattern: seconds of silence between.")
+    alarm_max_s: float = Field(
+        default=120.0, ge=1.0, le=86400.0,
+        description="The alarm sounds until its cause clears (door shut, tamper switch closed), but at most this long: "
+        "people sleep at a rest station. The event is recorded either way.",
+    )
+    exit_pin: int | None = Field(
+        default=5, ge=0, le=27, description="BCM pin of the request-to-exit button (null: none fitted)."
+    )
+    exit_contact: ContactType = Field(
+        default="no", description="no: pressing closes the circuit (the usual push button); nc: pressing opens it."
+    )
+    contact_pin: int | None = Field(
+        default=None, ge=0, le=27,
+        description="BCM pin of the door contact (reed switch); null: none fitted (no held-open or forced-open alarms).",
+    )
+    contact_type: ContactType = Field(
+        default="nc",
+        description="nc: the contact is closed while the door is shut (usual; a cut wire then reads as door open); "
+        "no: the contact closes when the door opens.",
+    )
+    held_open_s: float = Field(
+        default=30.0, ge=2.0, le=3600.0, description="The door standing open this long raises the held-open alarm."
+    )
+    open_grace_s: float = Field(
+        default=1.0, ge=0.0, le=10.0,
+        description="The door may still open this long after the lock closed again (a slow push) without counting "
+        "as forced open.",
+    )
+    tamper_pin: int | None = Field(
+        default=None, ge=0, le=27, description="BCM pin of the enclosure's tamper switch (null: none fitted)."
+    )
+    tamper_contact: ContactType = Field(
+        default="nc", description="nc: closed while the enclosure is shut (a cut wire reads as tamper); no: the reverse."
+    )
+    bounce_s: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Inputs ignore changes closer together than this (switch bounce)."
+    )
 
     @model_validator(mode="after")
     def _distinct_pins(self) -> "DoorConfig":
@@ -101,12 +189,78 @@ class DoorConfig(BaseModel):
             "buzzer_pin": self.buzzer_pin,
             "green_led_pin": self.green_led_pin,
             "red_led_pin": self.red_led_pin,
+            "exit_pin": self.exit_pin,
+            "contact_pin": self.contact_pin,
+            "tamper_pin": self.tamper_pin,
         }
         seen: dict[int, str] = {}
         for name, pin in pins.items():
+            if pin is None:
+                continue
             if pin in seen:
                 raise ValueError(f"{name} and {seen[pin]} are both BCM {pin}; each device needs its own pin")
             seen[pin] = name
+        return self
+
+
+AccessMode = Literal["face", "qr", "face_or_qr", "qr_then_face"]
+
+
+class AccessConfig(BaseModel):
+    """How people get in: by face, by a signed QR credential, either, or a QR confirmed by the face (1:1)."""
+
+    model_config = _STRICT
+
+    mode: AccessMode = Field(
+        default="face",
+        description="face: 1:N face recognition; qr: a valid QR credential opens; face_or_qr: either one; "
+        "qr_then_face: a valid QR names the worker, then the face must match that worker's encodings (1:1).",
+    )
+    qr_public_keys: list[str] = Field(
+        default_factory=list, max_length=4,
+        description="Ed25519 public keys (base64, from GET /api/credentials/public-key) whose QR credentials this "
+        "station accepts; more than one only while the server's key is being replaced. Required unless mode is face.",
+    )
+    qr_repeat_s: float = Field(
+        default=5.0, ge=1.0, le=60.0,
+        description="A QR code seen again within this time of its last sighting is the same presentation (decided once).",
+    )
+    qr_face_s: float = Field(
+        default=10.0, ge=2.0, le=60.0,
+        description="qr_then_face: after a valid QR code, the worker's face must be verified within this time.",
+    )
+    clock_skew_s: float = Field(
+        default=300.0, ge=0.0, le=86400.0,
+        description="A credential issued up to this far ahead of the station's clock is accepted; further means the "
+        "station clock is wrong (no NTP yet), and it is refused.",
+    )
+    qr_max_side: int = Field(
+        default=1280, ge=320, le=4096, description="Frames are shrunk to this longest side before looking for QR codes."
+    )
+    unsigned_log_interval_s: float = Field(
+        default=10.0, ge=0.0, le=3600.0,
+        description="At most one recorded refusal per this many seconds for codes whose signature does not verify "
+        "(forged or damaged: nobody to name); the door refuses every one regardless.",
+    )
+
+    @field_validator("qr_public_keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            try:
+                raw = base64.b64decode(key.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(f"{key[:60]!r} is not a base64 Ed25519 public key (32 bytes)")
+        return [k.strip() for k in value]
+
+    @model_validator(mode="after")
+    def _keys_for_qr(self) -> "AccessConfig":
+        if self.mode != "face" and not self.qr_public_keys:
+            raise ValueError(
+                f"mode {self.mode} needs qr_public_keys: copy the key from the server (GET /api/credentials/public-key)"
+            )
         return self
 
 
@@ -123,7 +277,14 @@ class EdgeSettings(BaseSettings):
     camera: CameraConfig = Field(default_factory=CameraConfig, description="Where frames come from.")
     detection: DetectionConfig = Field(default_factory=DetectionConfig, description="Face detection speed/size knobs.")
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="When the door opens.")
+    liveness: LivenessConfig = Field(
+        default_factory=LivenessConfig,
+        description="The face must show it is live (a blink or a head movement) before a grant opens the door.",
+    )
     door: DoorConfig = Field(default_factory=DoorConfig, description="GPIO pins and timings of the door.")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Disk budget of the entry outbox and its alarm.")
+    status: StatusConfig = Field(default_factory=StatusConfig, description="The station's heartbeat.")
+    access: AccessConfig = Field(default_factory=AccessConfig, description="Station mode: face, QR, or both.")
 
     @field_validator("station_id")
     @classmethod

@@ -1,22 +1,39 @@
-"""The door's outputs: the only edge module that imports gpiozero.
+"""The door's outputs: lock relay, buzzer, green and red LEDs (gpiozero; inputs are in edge.inputs).
 
 Pins come from config (BCM numbering). The pin driver comes from
 ``pin_factory`` or, when None, from gpiozero's default, which honours the
 ``GPIOZERO_PIN_FACTORY`` environment variable (``mock`` on a laptop). The code
 never forces a mock: on a Pi it drives real pins.
 
-Fail-secure: the relay starts off, and :meth:`Door.close` (called on stop,
-SIGTERM and unhandled errors by the agent) switches it off before releasing the
-pins. Releasing an output turns the pin into an input; active-low relay boards
-carry their own pull-up, so a released pin leaves the lock shut.
+Failure semantics (``DoorConfig.fail_safe``):
+
+- **fail-secure** (default): the relay *energised releases* the lock (a
+  fail-secure strike on the relay's NO contact). The relay is off at start,
+  :meth:`Door.failure_state` (called on stop, SIGTERM and unhandled errors)
+  switches it off, and :meth:`Door.close` releases the pins. A released pin,
+  a crashed process or a Pi without power leave the relay off: locked.
+- **fail-safe**: the relay *energised holds* the lock (lock power through the
+  relay's NO contact, or a fail-safe lock). The relay is energised at start
+  (locked); a grant de-energises it for ``unlock_s``; ``failure_state`` and
+  ``close`` de-energise it: released. So does anything that kills the agent or
+  the Pi, which is the point: egress must not depend on this software.
+
+In both modes the relay device's *logical* value means "door released", so the
+rest of the code never needs to know which mode is in use.
+
+Buzzer patterns: granted = one short beep; denied = two short beeps; alarm =
+``alarm_on_s`` on / ``alarm_off_s`` off, repeating until its cause clears, at
+most ``alarm_max_s``. While an alarm sounds, grants and denials do not beep
+(the door still acts and the LEDs still show it) so the alarm stays recognisable.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from gpiozero import LED, Buzzer, DigitalOutputDevice, GPIOZeroError
 
@@ -27,25 +44,32 @@ log = logging.getLogger(__name__)
 
 
 class Door:
-    """Relay (lock), buzzer and two LEDs.
+    """Relay (lock), buzzer and two LEDs. Safe to call from several threads.
 
     ``grant()`` and ``deny()`` return at once; the timings run on gpiozero's
-    background threads, so the camera loop never waits for the lock.
+    background threads, so neither the camera loop nor the input watcher waits.
     """
 
     def __init__(self, settings: DoorConfig, *, pin_factory: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._closed = False
+        self._alarms: frozenset[str] = frozenset()
         self.relay_on_at: float | None = None
+        self.unlocked_until = -math.inf
+        """Clock time until which the last grant keeps the lock released (for forced-open detection)."""
         self.grants = 0
         self.denials = 0
         devices: list[Any] = []
         try:
-            # Relay first: if a later pin fails, the lock is already claimed in its off state.
+            # Relay first: if a later pin fails, the lock is already claimed in its locked state.
+            # Its logical value is "door released" in both modes (see the module docstring).
             self.relay = DigitalOutputDevice(
-                settings.relay_pin, active_high=settings.relay_active_high, initial_value=False, pin_factory=pin_factory
+                settings.relay_pin,
+                active_high=settings.relay_active_high != settings.fail_safe,
+                initial_value=False,
+                pin_factory=pin_factory,
             )
             devices.append(self.relay)
             self.buzzer = Buzzer(settings.buzzer_pin, initial_value=False, pin_factory=pin_factory)
@@ -56,74 +80,127 @@ class Door:
             devices.append(self.red)
         except (GPIOZeroError, OSError, ImportError) as err:
             for dev in reversed(devices):
-                _quietly(dev.off)
                 _quietly(dev.close)
             raise DoorError(
                 f"cannot claim the door's GPIO pins ({type(err).__name__}: {err}); on a machine without GPIO "
                 "set GPIOZERO_PIN_FACTORY=mock"
             ) from err
         log.info(
-            "door ready: relay BCM %d (%s), buzzer BCM %d, LEDs BCM %d/%d",
+            "door ready: relay BCM %d (%s board, %s), buzzer BCM %d, LEDs BCM %d/%d",
             settings.relay_pin,
             "active-high" if settings.relay_active_high else "active-low",
+            "fail-safe: energised = locked" if settings.fail_safe else "fail-secure: energised = released",
             settings.buzzer_pin,
             settings.green_led_pin,
             settings.red_led_pin,
         )
 
+    # -- state ------------------------------------------------------------------------
     @property
     def unlocked(self) -> bool:
+        """True while the lock is released by a grant."""
         return bool(self.relay.is_active) if not self._closed else False
 
+    @property
+    def relay_energised(self) -> bool:
+        """Whether current flows through the relay coil (what an installer hears and measures)."""
+        return (self.unlocked != self.settings.fail_safe) if not self._closed else False
+
+    @property
+    def alarms(self) -> frozenset[str]:
+        """Causes of the alarm currently active (e.g. ``{"held_open"}``); empty when quiet."""
+        return self._alarms
+
+    # -- actions ------------------------------------------------------------------------
     def grant(self) -> float:
-        """Release the lock for unlock_s, one short beep, green LED; returns the monotonic time the relay went on.
+        """Release the lock for unlock_s, one short beep, green LED; returns the clock time the relay switched.
 
         A grant while the lock is already released restarts the unlock time
-        without a click (the relay stays on).
+        without a click (the relay stays as it is).
         """
         s = self.settings
         with self._lock:
             if self._closed:
                 raise DoorError("the door is closed (agent stopping)")
-            self.red.off()
+            if not self._alarms:
+                self.red.off()
             self.relay.blink(on_time=s.unlock_s, off_time=0, n=1, background=True)
             switched_at = self._clock()
             self.green.blink(on_time=s.unlock_s, off_time=0, n=1, background=True)
-            self.buzzer.beep(on_time=s.beep_s, off_time=s.beep_s, n=1, background=True)
+            if not self._alarms:
+                self.buzzer.beep(on_time=s.beep_s, off_time=s.beep_s, n=1, background=True)
             self.relay_on_at = switched_at
+            self.unlocked_until = switched_at + s.unlock_s
             self.grants += 1
         return switched_at
 
     def deny(self) -> None:
-        """Two short beeps and the red LED; the lock stays shut."""
+        """Two short beeps and the red LED; the lock stays shut. Silent while an alarm sounds."""
         s = self.settings
         with self._lock:
             if self._closed:
+                return
+            self.denials += 1
+            if self._alarms:
                 return
             if not self.relay.is_active:
                 self.green.off()
             self.red.blink(on_time=s.deny_led_s, off_time=0, n=1, background=True)
             self.buzzer.beep(on_time=s.beep_s, off_time=s.beep_s, n=2, background=True)
-            self.denials += 1
 
-    def lock_now(self) -> None:
-        """Relay off at once (fail-secure path), pins kept."""
-        with self._lock:
-            if not self._closed:
-                self.relay.off()
-                self.green.off()
+    def set_alarms(self, causes: Iterable[str]) -> None:
+        """Make ``causes`` the active alarm causes: sound when one is added, stop when none is left.
 
-    def close(self) -> None:
-        """Relay off, everything off, pins released. Safe to call twice."""
+        The pattern repeats for at most ``alarm_max_s``; a new cause sounds it again.
+        """
+        s = self.settings
+        active = frozenset(causes)
         with self._lock:
             if self._closed:
                 return
+            added = active - self._alarms
+            self._alarms = active
+            if not active:
+                self.buzzer.off()
+                self.red.off()
+                return
+            if added:
+                cycles = max(1, math.ceil(s.alarm_max_s / (s.alarm_on_s + s.alarm_off_s)))
+                self.buzzer.beep(on_time=s.alarm_on_s, off_time=s.alarm_off_s, n=cycles, background=True)
+                self.red.blink(on_time=s.alarm_on_s, off_time=s.alarm_off_s, n=cycles, background=True)
+                log.warning("door alarm: %s", ", ".join(sorted(active)))
+
+    def failure_state(self) -> None:
+        """Put the lock at once where it must be when the agent stops or fails; pins kept.
+
+        Fail-secure: relay off, locked. Fail-safe: relay off, released.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._to_failure_state()
+            self.green.off()
+
+    def _to_failure_state(self) -> None:
+        if self.settings.fail_safe:
+            self.relay.on()  # logical "released" = coil de-energised
+        else:
+            self.relay.off()
+        self.unlocked_until = -math.inf
+
+    def close(self) -> None:
+        """Relay to its failure state, everything else off, pins released. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            _quietly(self._to_failure_state)
+            for dev in (self.buzzer, self.green, self.red):
+                _quietly(dev.off)
             self._closed = True
             for dev in (self.relay, self.buzzer, self.green, self.red):
-                _quietly(dev.off)
-            for dev in (self.relay, self.buzzer, self.green, self.red):
                 _quietly(dev.close)
-        log.info("door closed: relay off, pins released")
+        state = "released: fail-safe" if self.settings.fail_safe else "locked"
+        log.info("door closed: relay off (door %s), pins released", state)
 
     def __enter__(self) -> "Door":
         return self

@@ -12,11 +12,18 @@ crash-safe (no corruption) but could roll back the last entries on power loss.
 Two parts:
 
 - enrollment cache: ``workers`` (one row per worker, kept as a tombstone after
-  a delete so that an older upsert arriving late cannot resurrect them),
-  ``encodings`` (float32 vectors with the id of the model that made them) and
-  ``meta`` (the gallery version the station holds);
+  a delete so that an older upsert arriving late cannot resurrect them; with
+  the worker's validity window and whether this station is on their access
+  list), ``encodings`` (float32 vectors with the id of the model that made
+  them) and ``meta`` (the gallery version the station holds). A worker whose
+  access list leaves this station out keeps a row but no encodings here;
 - outbox: ``outbox`` rows of encoded EntryEvents, deleted once the broker has
-  acknowledged them.
+  acknowledged them, within a disk budget (``outbox_limit_bytes``): an event
+  that would exceed it raises :class:`OutboxFull` and is not stored (the
+  caller logs it in full and counts it; see edge/sync.py).
+
+Schema version 2 added the validity window and access flag; a version-1 file
+is upgraded in place when opened.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -33,63 +41,30 @@ from sqlalchemy.engine import Connection, Engine
 
 from core.matcher import Gallery
 from edge.errors import StoreError
+from edge.store_schema import (  # noqa: F401  (OUTBOX_ROW_OVERHEAD, PendingEvent: part of this module's API)
+    DB_NAME,
+    OUTBOX_ROW_OVERHEAD,
+    ROW_BYTES_SUM,
+    SCHEMA_VERSION,
+    PendingEvent,
+    encodings,
+    meta,
+    metadata,
+    outbox,
+    row_bytes,
+    set_pragmas,
+    upgrade_from_1,
+    workers,
+)
 from models import topics
 from models.encoding import FACE_MODEL_ID, decode_vector
 from models.messages import EntryEvent, GalleryChange, GalleryOp, encode
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "edge.db"
-SCHEMA_VERSION = 1
 
-metadata = sa.MetaData()
-
-workers = sa.Table(
-    "workers",
-    metadata,
-    sa.Column("worker_id", sa.String(64), primary_key=True),
-    sa.Column("display_name", sa.String(200), nullable=False, default=""),
-    sa.Column("active", sa.Boolean, nullable=False, default=True),
-    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
-    sa.Column("version", sa.BigInteger, nullable=False),
-)
-
-encodings = sa.Table(
-    "encodings",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("worker_id", sa.String(64), sa.ForeignKey("workers.worker_id", ondelete="CASCADE"), nullable=False, index=True),
-    sa.Column("model", sa.String(64), nullable=False),
-    sa.Column("vector", sa.LargeBinary, nullable=False),  # 128 little-endian float32
-)
-
-meta = sa.Table(
-    "meta",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(200), nullable=False),
-)
-
-outbox = sa.Table(
-    "outbox",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("event_id", sa.String(36), nullable=False, unique=True),
-    sa.Column("topic", sa.String(200), nullable=False),
-    sa.Column("payload", sa.LargeBinary, nullable=False),
-)
-
-PendingEvent = tuple[str, str, bytes]
-"""(event_id, topic, payload) of an entry event not yet acknowledged by the broker."""
-
-
-def _set_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
+class OutboxFull(StoreError):
+    """The outbox has reached its disk budget; the event was not stored."""
 
 
 class EdgeStore:
@@ -99,6 +74,10 @@ class EdgeStore:
         self.path = path
         self._engine = engine
         self._write = threading.Lock()
+        self.outbox_limit_bytes: int | None = None
+        """Disk budget of the queued events (None: unbounded); StationSync sets it from the config."""
+        with engine.connect() as conn:
+            self._outbox_bytes = int(conn.execute(sa.select(ROW_BYTES_SUM)).scalar_one() or 0)
 
     @classmethod
     def open(cls, data_dir: str | Path) -> "EdgeStore":
@@ -109,13 +88,15 @@ class EdgeStore:
             raise StoreError(f"cannot create the data folder {folder}: {err.strerror or err}") from err
         path = folder / DB_NAME
         engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 10})
-        sa.event.listen(engine, "connect", _set_pragmas)
+        sa.event.listen(engine, "connect", set_pragmas)
         try:
             metadata.create_all(engine)
             with engine.begin() as conn:
                 found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
                 if found is None:
                     conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(found) == 1:
+                    upgrade_from_1(conn)
                 elif int(found) != SCHEMA_VERSION:
                     raise StoreError(f"{path} has schema version {found}; this agent reads {SCHEMA_VERSION}")
         except sa.exc.SQLAlchemyError as err:
@@ -132,12 +113,19 @@ class EdgeStore:
             return _held_version(conn)
 
     def apply_changes(
-        self, changes: Sequence[GalleryChange], *, snapshot: bool, latest_version: int | None
+        self,
+        changes: Sequence[GalleryChange],
+        *,
+        snapshot: bool,
+        latest_version: int | None,
+        station_id: str | None = None,
     ) -> int:
         """Apply changes in one transaction and return the gallery version now held.
 
         Per worker, a change not newer than what is held is ignored, so
-        replays and out-of-order arrivals are harmless. ``snapshot`` replaces
+        replays and out-of-order arrivals are harmless. A change whose station
+        list leaves out ``station_id`` keeps no encodings here (``station_id``
+        None: station lists are not applied). ``snapshot`` replaces
         the whole cache (except workers changed after ``latest_version``, which
         arrived live meanwhile) and sets the version to ``latest_version``. Otherwise the
         held version becomes max(held, latest_version); pass None to apply
@@ -161,11 +149,14 @@ class EdgeStore:
             for chunk in _chunks(ids, 500):
                 rows = conn.execute(sa.select(workers.c.worker_id, workers.c.version).where(workers.c.worker_id.in_(chunk)))
                 held.update({r.worker_id: r.version for r in rows})
-            for change in sorted(changes, key=lambda c: c.version):
-                if held.get(change.worker_id, -1) >= change.version:
-                    continue
-                _apply_one(conn, change, exists=change.worker_id in held)
-                held[change.worker_id] = change.version
+            # Only each worker's newest change matters (an upsert carries the whole state): apply those in bulk.
+            newest: dict[str, GalleryChange] = {}
+            for change in changes:
+                current = newest.get(change.worker_id)
+                floor = current.version if current is not None else held.get(change.worker_id, -1)
+                if change.version > floor:
+                    newest[change.worker_id] = change
+            _apply_newest(conn, list(newest.values()), existing=set(held), station_id=station_id)
             version = _held_version(conn)
             if snapshot:
                 version = int(latest_version)  # type: ignore[arg-type]
@@ -174,18 +165,42 @@ class EdgeStore:
             _set_version(conn, version)
             return version
 
-    def load_gallery(self) -> Gallery:
-        """Active workers' encodings made by FACE_MODEL_ID, as an immutable Gallery."""
+    def load_gallery(self, now: datetime | None = None) -> Gallery:
+        """Encodings made by FACE_MODEL_ID of the workers who may enter here at ``now``, as an immutable Gallery.
+
+        Leaves out suspended and deleted workers, those whose access list
+        leaves this station out, and those outside their validity window.
+        """
+        t = _epoch(now)
         query = (
             sa.select(encodings.c.worker_id, encodings.c.vector)
             .join(workers, workers.c.worker_id == encodings.c.worker_id)
-            .where(workers.c.active.is_(True), workers.c.deleted.is_(False), encodings.c.model == FACE_MODEL_ID)
+            .where(
+                workers.c.active.is_(True),
+                workers.c.deleted.is_(False),
+                workers.c.allowed.is_(True),
+                sa.or_(workers.c.valid_from.is_(None), workers.c.valid_from <= t),
+                sa.or_(workers.c.valid_until.is_(None), workers.c.valid_until > t),
+                encodings.c.model == FACE_MODEL_ID,
+            )
             .order_by(encodings.c.worker_id, encodings.c.id)
         )
         with self._engine.connect() as conn:
             version = _held_version(conn)
             entries = [(r.worker_id, np.frombuffer(r.vector, dtype="<f4").astype(np.float32)) for r in conn.execute(query)]
         return Gallery(entries, version=version)
+
+    def next_validity_change(self, now: datetime | None = None) -> datetime | None:
+        """The next time a validity window opens or closes (the gallery must be reloaded then), or None."""
+        t = _epoch(now)
+        live = sa.and_(workers.c.deleted.is_(False), workers.c.active.is_(True), workers.c.allowed.is_(True))
+        with self._engine.connect() as conn:
+            starts = conn.execute(sa.select(sa.func.min(workers.c.valid_from)).where(live, workers.c.valid_from > t))
+            first_start = starts.scalar()
+            ends = conn.execute(sa.select(sa.func.min(workers.c.valid_until)).where(live, workers.c.valid_until > t))
+            first_end = ends.scalar()
+        times = [x for x in (first_start, first_end) if x is not None]
+        return datetime.fromtimestamp(min(times), timezone.utc) if times else None
 
     def display_names(self) -> dict[str, str]:
         with self._engine.connect() as conn:
@@ -203,12 +218,39 @@ class EdgeStore:
 
     # -- outbox -------------------------------------------------------------------
     def enqueue(self, event: EntryEvent) -> None:
-        """Store an entry event durably (committed when this returns); a repeated event_id is ignored."""
-        payload = encode(event)
-        topic = topics.entry(event.station_id)
-        stmt = sa.insert(outbox).values(event_id=str(event.event_id), topic=topic, payload=payload)
-        with self._write, self._engine.begin() as conn:
-            conn.execute(stmt.prefix_with("OR IGNORE"))
+        """Store an entry event durably (committed when this returns); a repeated event_id is ignored.
+
+        Raises OutboxFull, storing nothing, when the event would take the
+        outbox past ``outbox_limit_bytes``.
+        """
+        self.enqueue_many([event])
+
+    def enqueue_many(self, events: Sequence[EntryEvent]) -> None:
+        """Store several events in one transaction (all or, with OutboxFull, none)."""
+        rows = [
+            {"event_id": str(e.event_id), "topic": topics.entry(e.station_id), "payload": encode(e)} for e in events
+        ]
+        if not rows:
+            return
+        size = sum(row_bytes(r["topic"], r["payload"]) for r in rows)
+        with self._write:
+            limit = self.outbox_limit_bytes
+            if limit is not None and self._outbox_bytes + size > limit:
+                raise OutboxFull(
+                    f"the outbox holds {self._outbox_bytes} bytes of its {limit}-byte budget; "
+                    f"{len(rows)} event(s) of {size} bytes do not fit"
+                )
+            with self._engine.begin() as conn:
+                inserted = conn.execute(sa.insert(outbox).prefix_with("OR IGNORE"), rows).rowcount
+                if inserted == len(rows):
+                    self._outbox_bytes += size
+                else:  # some were queued already: count what the table holds now
+                    self._outbox_bytes = int(conn.execute(sa.select(ROW_BYTES_SUM)).scalar_one() or 0)
+
+    @property
+    def outbox_bytes(self) -> int:
+        """Disk the queued events take (payload, topic and per-row overhead), as counted against the budget."""
+        return self._outbox_bytes
 
     def pending(self, limit: int = 100) -> list[PendingEvent]:
         """The oldest undelivered events, oldest first."""
@@ -222,9 +264,14 @@ class EdgeStore:
         if not ids:
             return 0
         removed = 0
-        with self._write, self._engine.begin() as conn:
-            for chunk in _chunks(ids, 500):
-                removed += conn.execute(outbox.delete().where(outbox.c.event_id.in_(chunk))).rowcount
+        freed = 0
+        with self._write:
+            with self._engine.begin() as conn:
+                for chunk in _chunks(ids, 500):
+                    where = outbox.c.event_id.in_(chunk)
+                    freed += int(conn.execute(sa.select(ROW_BYTES_SUM).where(where)).scalar_one() or 0)
+                    removed += conn.execute(outbox.delete().where(where)).rowcount
+            self._outbox_bytes = max(0, self._outbox_bytes - freed)
         return removed
 
     def depth(self) -> int:
@@ -232,28 +279,50 @@ class EdgeStore:
             return int(conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one())
 
 
-def _apply_one(conn: Connection, change: GalleryChange, *, exists: bool) -> None:
-    deleted = change.op == GalleryOp.DELETE
-    values = {
-        "display_name": "" if deleted else change.display_name,
-        "active": False if deleted else change.active,
-        "deleted": deleted,
-        "version": change.version,
-    }
-    if exists:
-        conn.execute(workers.update().where(workers.c.worker_id == change.worker_id).values(**values))
-    else:
-        conn.execute(workers.insert().values(worker_id=change.worker_id, **values))
-    # An upsert carries the worker's complete encodings; a delete removes them (the tombstone keeps the version).
-    conn.execute(encodings.delete().where(encodings.c.worker_id == change.worker_id))
-    if not deleted and change.encodings:
-        conn.execute(
-            encodings.insert(),
-            [
-                {"worker_id": change.worker_id, "model": enc.model, "vector": decode_vector(enc.data).astype("<f4").tobytes()}
+def _apply_newest(
+    conn: Connection, changes: list[GalleryChange], *, existing: set[str], station_id: str | None
+) -> None:
+    """Write each worker's row and encodings from its newest change (a few statements for any number of workers)."""
+    rows, vectors = [], []
+    for change in changes:
+        deleted = change.op == GalleryOp.DELETE
+        allowed = not deleted and (station_id is None or change.stations is None or station_id in change.stations)
+        rows.append({
+            "b_worker_id": change.worker_id,
+            "display_name": "" if deleted else change.display_name,
+            "active": False if deleted else change.active,
+            "deleted": deleted,
+            "version": change.version,
+            "valid_from": None if change.valid_from is None else change.valid_from.timestamp(),
+            "valid_until": None if change.valid_until is None else change.valid_until.timestamp(),
+            "allowed": allowed,
+        })
+        # An upsert carries the worker's complete encodings; a delete removes them (the tombstone keeps the
+        # version), and so does an access list without this station: no face data where it cannot be used.
+        if allowed:
+            vectors += [
+                {"worker_id": change.worker_id, "model": enc.model, "vector": _vector_bytes(enc.data)}
                 for enc in change.encodings
-            ],
-        )
+            ]
+    for chunk in _chunks([c.worker_id for c in changes], 500):
+        conn.execute(encodings.delete().where(encodings.c.worker_id.in_(chunk)))
+    updates = [r for r in rows if r["b_worker_id"] in existing]
+    inserts = [{"worker_id": r["b_worker_id"], **{k: v for k, v in r.items() if k != "b_worker_id"}}
+               for r in rows if r["b_worker_id"] not in existing]
+    if updates:
+        conn.execute(workers.update().where(workers.c.worker_id == sa.bindparam("b_worker_id")), updates)
+    if inserts:
+        conn.execute(workers.insert(), inserts)
+    if vectors:
+        conn.execute(encodings.insert(), vectors)
+
+
+def _vector_bytes(data: str) -> bytes:
+    return decode_vector(data).astype("<f4").tobytes()
+
+
+def _epoch(now: datetime | None) -> float:
+    return (now or datetime.now(timezone.utc)).timestamp()
 
 
 def _held_version(conn: Connection) -> int:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -86,6 +86,36 @@ class ServerSettings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.-]+$",
         description="Fixed MQTT client id: the broker keeps this persistent session's queue while the server is down",
     )
+    # -- sync issue: ingest scale-out, broker credentials for provisioning ------------------
+    mqtt_protocol: Literal["3.1.1", "5"] = Field(
+        default="3.1.1", description='MQTT protocol version; "5" is needed for mqtt_shared_group'
+    )
+    mqtt_shared_group: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description=(
+            "Run several ingest processes as one MQTT 5 shared subscription group ($share/<group>/...): each "
+            "message goes to one of them. Every process needs its own mqtt_client_id"
+        ),
+    )
+    ingest_batch_max: int = Field(
+        default=200, ge=1, le=5000, description="Most entry events stored in one database transaction"
+    )
+    mqtt_password_file: Path | None = Field(
+        default=None,
+        description="The broker's password file (mosquitto_passwd format); `provision` adds station credentials to it",
+    )
+    station_mqtt_host: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Broker host as stations reach it, written into provisioned edge configs; default: mqtt_host",
+    )
+    station_mqtt_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Broker port for stations (8883 with TLS); default: mqtt_port"
+    )
     sync_page_size: int = Field(
         default=100,
         ge=1,
@@ -118,6 +148,12 @@ class ServerSettings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"CA certificate {value} does not exist")
         return value
+
+    @model_validator(mode="after")
+    def _shared_needs_v5(self) -> "ServerSettings":
+        if self.mqtt_shared_group and self.mqtt_protocol != "5":
+            raise ValueError('mqtt_shared_group needs mqtt_protocol "5" (shared subscriptions are an MQTT 5 feature)')
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -1,7 +1,7 @@
 """The gallery: who may enter, and its versioned change log.
 
 Every change to a worker that stations care about (enrolled, suspended,
-reinstated, deleted) appends a row to ``gallery_changes``; the row's
+reinstated, validity window or station list set, deleted) appends a row to ``gallery_changes``; the row's
 autoincrement key is the new gallery version, strictly greater than any
 before. A change sent to a station is built from the worker's *current* state
 (complete encodings, not a delta; a deleted worker gives ``op=delete`` with no
@@ -18,16 +18,25 @@ a change may be published only once it is durable.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from models.encoding import EMBEDDING_DIM, FaceEncoding
-from models.messages import MAX_CHANGES_PER_REPLY, MAX_ENCODINGS_PER_WORKER, GalleryChange, GalleryOp
+from models.messages import (
+    MAX_CHANGES_PER_REPLY,
+    MAX_ENCODINGS_PER_WORKER,
+    MAX_STATIONS_PER_WORKER,
+    GalleryChange,
+    GalleryOp,
+)
+from models.topics import check_station_id
 from server.errors import Conflict, NotFound
 from server.tables import FaceSample, GalleryChangeRow, Worker, WorkerStatus
 
@@ -112,6 +121,33 @@ def set_status(*, session: Session, worker_id: str, status: WorkerStatus) -> tup
     return worker, _change_for(worker, worker_id, version)
 
 
+def set_access(
+    *,
+    session: Session,
+    worker_id: str,
+    valid_from: datetime | None,
+    valid_until: datetime | None,
+    stations: Sequence[str] | None,
+) -> tuple[Worker, GalleryChange]:
+    """Set when and where a worker may enter (None: no limit); appends an upsert change.
+
+    Stations outside the list keep no face data of the worker; outside the
+    window every station refuses them. Each id in ``stations`` must be a valid
+    station id (it need not be registered yet).
+    """
+    if valid_from is not None and valid_until is not None and valid_until <= valid_from:
+        raise ValueError("valid_until must be later than valid_from")
+    listed = None if stations is None else sorted({check_station_id(s) for s in stations})
+    if listed is not None and len(listed) > MAX_STATIONS_PER_WORKER:
+        raise ValueError(f"a worker may be limited to at most {MAX_STATIONS_PER_WORKER} stations")
+    worker = get_worker(session=session, worker_id=worker_id)
+    worker.valid_from, worker.valid_until, worker.stations = valid_from, valid_until, listed
+    session.flush()
+    version = _append_change(session, GalleryOp.UPSERT, worker_id)
+    session.commit()
+    return worker, _change_for(worker, worker_id, version)
+
+
 def delete_worker(*, session: Session, worker_id: str) -> GalleryChange:
     """Delete the worker's row, name, phone and face samples; append a delete change.
 
@@ -155,11 +191,21 @@ def changes_since(
     if not rows:
         return []
     ids = [worker_id for worker_id, _ in rows]
-    workers = {
-        w.worker_id: w
-        for w in session.scalars(select(Worker).where(Worker.worker_id.in_(ids)).options(selectinload(Worker.samples)))
-    }
-    changes = [_change_for(workers.get(worker_id), worker_id, int(v)) for worker_id, v in rows]
+    workers = {w.worker_id: w for w in session.scalars(select(Worker).where(Worker.worker_id.in_(ids)))}
+    # The samples as plain rows: a full snapshot carries tens of thousands of them, and building
+    # ORM objects and re-validating vectors that were checked when stored took most of its time.
+    samples: dict[str, list[FaceEncoding]] = {}
+    stmt_samples = (
+        select(FaceSample.worker_id, FaceSample.model_id, FaceSample.vector)
+        .where(FaceSample.worker_id.in_(ids))
+        .order_by(FaceSample.id)
+    )
+    for worker_id, model_id, blob in session.execute(stmt_samples):
+        samples.setdefault(worker_id, []).append(_stored_encoding(model_id, blob))
+    changes = [
+        _change_for(workers.get(worker_id), worker_id, int(v), encodings=samples.get(worker_id, []))
+        for worker_id, v in rows
+    ]
     if current_only:
         changes = [c for c in changes if c.op is GalleryOp.UPSERT]
     return changes
@@ -175,16 +221,28 @@ def _append_change(session: Session, op: GalleryOp, worker_id: str) -> int:
     return row.version
 
 
-def _change_for(worker: Worker | None, worker_id: str, version: int) -> GalleryChange:
+def _stored_encoding(model_id: str, blob: bytes) -> FaceEncoding:
+    """A stored vector on the wire; it was checked (128 finite float32) when stored, so only its size is."""
+    if len(blob) != EMBEDDING_DIM * 4:
+        raise ValueError(f"a stored encoding has {len(blob)} bytes, not {EMBEDDING_DIM * 4}")
+    return FaceEncoding.model_construct(model=model_id, data=base64.b64encode(blob).decode("ascii"))
+
+
+def _change_for(
+    worker: Worker | None, worker_id: str, version: int, *, encodings: Sequence[FaceEncoding] | None = None
+) -> GalleryChange:
     if worker is None:
         return GalleryChange(version=version, op=GalleryOp.DELETE, worker_id=worker_id)
+    if encodings is None:
+        encodings = [_stored_encoding(s.model_id, s.vector) for s in worker.samples]
     return GalleryChange(
         version=version,
         op=GalleryOp.UPSERT,
         worker_id=worker_id,
         display_name=worker.name,
-        encodings=tuple(
-            FaceEncoding.from_vector(vector_from_bytes(s.vector), model=s.model_id) for s in worker.samples
-        ),
+        encodings=tuple(encodings),
         active=worker.active,
+        valid_from=worker.valid_from,
+        valid_until=worker.valid_until,
+        stations=None if worker.stations is None else tuple(worker.stations),
     )

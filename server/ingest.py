@@ -4,46 +4,58 @@
 and a persistent session (``clean_start`` False), so the broker queues QoS 1
 messages for the server while it is down.
 
-Entries are stored *inside* the message handler, on purpose: paho acknowledges
-a QoS 1 message (PUBACK) only after the handler returns, so an entry is
-acknowledged once it is committed, and one that was not committed (server
-killed mid-way) is delivered again. The insert ignores an event_id it already
-holds, which makes redelivery harmless. A known gap: when the database itself
-fails (down, or locked past the 30 s busy timeout) the handler logs the event
-id and counts an error, but paho still acknowledges the message, because
-MqttLink offers no manual acknowledgement yet. Sync replies, which may be many
-pages, are built on a separate thread so the network loop keeps moving.
+Acknowledged only once durable: the link runs with manual acknowledgement.
+paho's network thread only queues each message; one ingest thread takes
+whatever has queued up (at most ``ingest_batch_max`` entries), stores the
+entries in one transaction and acknowledges them (PUBACK) after the commit.
+When the database fails, the batch is retried with back-off and nothing is
+acknowledged meanwhile; if the server stops or dies first, the broker delivers
+the unacknowledged messages again on the next connect. The insert ignores
+event ids already stored, so such redeliveries are harmless. An event the
+database refuses for its content (e.g. a NUL character on PostgreSQL) is
+logged, counted as ``rejected_unstorable`` and acknowledged, so one bad event
+never blocks the rest.
 
-Every payload that is refused is logged on one line and counted in
+Scale-out: with ``mqtt_protocol: "5"`` and ``mqtt_shared_group`` set,
+several server processes (each with its own client id) subscribe as one MQTT 5
+shared subscription group and the broker hands each message to one of them.
+
+Sync replies, which may be many pages, are built on a separate thread. Every
+payload that is refused is logged on one line and counted in
 :attr:`Ingest.counters`; no handler ever raises.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from core.mqtt import MqttLink, MqttSettings
+from core.mqtt import Delivery, MqttLink, MqttSettings
 from models import topics
 from models.errors import ContractError, PayloadTooLarge
 from models.messages import EntryEvent, GalleryChange, GalleryChangeMessage, StationStatus, SyncAck, SyncRequest
 from models.messages import decode, encode
 from server.config import ServerSettings
 from server.db import make_sessionmaker
-from server.entries import store_event
-from server.stations import is_registered, record_ack, record_status
+from server.ingest_store import PERMANENT_ERRORS, store_events
+from server.stations import record_ack, record_status
 from server.sync import build_replies
+from server.tables import Station
 
 log = logging.getLogger(__name__)
 
 # The messages a station sends; each names its station, which must match the topic's.
-StationMessage = TypeVar("StationMessage", EntryEvent, StationStatus, SyncRequest, SyncAck)
+StationMessage = TypeVar("StationMessage", EntryEvent, StationStatus, SyncAck, SyncRequest)
+T = TypeVar("T")
 
 COUNTER_NAMES = (
     "stored",
@@ -56,9 +68,16 @@ COUNTER_NAMES = (
     "rejected_too_large",
     "rejected_topic_mismatch",
     "rejected_unknown_station",
+    "rejected_unstorable",
+    "db_errors",
     "errors",
 )
 PREVIEW_CHARS = 200
+_RETRY_MIN_S, _RETRY_MAX_S = 0.1, 5.0
+
+
+class _Stopped(Exception):
+    """The ingest is stopping: leave the message unacknowledged (the broker keeps it)."""
 
 
 def mqtt_settings(settings: ServerSettings) -> MqttSettings:
@@ -70,7 +89,13 @@ def mqtt_settings(settings: ServerSettings) -> MqttSettings:
         password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
         tls_ca=str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None,
         clean_start=False,
+        protocol=settings.mqtt_protocol,
+        manual_ack=True,
     )
+
+
+def subscription(topic_filter: str, shared_group: str | None) -> str:
+    return f"$share/{shared_group}/{topic_filter}" if shared_group else topic_filter
 
 
 class Ingest:
@@ -82,20 +107,40 @@ class Ingest:
         self.link = link or MqttLink(mqtt_settings(settings))
         self._lock = threading.Lock()
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._queue: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
         self._sync_pool: ThreadPoolExecutor | None = None
-        self.link.subscribe(topics.ALL_ENTRIES, self._guarded(self._on_entry), qos=1)
-        self.link.subscribe(topics.ALL_STATUS, self._guarded(self._on_status), qos=1)
-        self.link.subscribe(topics.ALL_SYNC_REQUESTS, self._guarded(self._on_sync_request), qos=1)
-        self.link.subscribe(topics.ALL_SYNC_ACKS, self._guarded(self._on_sync_ack), qos=1)
+        self._known_stations: set[str] = set()
+        self._handlers: dict[str, Callable[[Delivery], None]] = {
+            topics.ALL_STATUS: self._on_status,
+            topics.ALL_SYNC_REQUESTS: self._on_sync_request,
+            topics.ALL_SYNC_ACKS: self._on_sync_ack,
+        }
+        group = settings.mqtt_shared_group
+        for topic_filter in (topics.ALL_ENTRIES, *self._handlers):
+            self.link.subscribe(subscription(topic_filter, group), self._enqueue, qos=1, deferred=True)
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> None:
         """Connect in the background (the broker may come up later; paho retries)."""
-        if self._sync_pool is None:
-            self._sync_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-reply")
+        if self._worker is not None:
+            return
+        self._stopping.clear()
+        # A fresh queue: what an earlier run left in it belongs to a connection whose acks are void anyway.
+        self._queue = queue.SimpleQueue()
+        self._sync_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-reply")
+        self._worker = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._worker.start()
         self.link.start()
 
     def stop(self) -> None:
+        """Finish the batch in hand, then disconnect; messages not committed stay unacknowledged and come again."""
+        self._stopping.set()
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join(30)
+            self._worker = None
         self.link.stop()
         if self._sync_pool is not None:
             self._sync_pool.shutdown(wait=True, cancel_futures=True)
@@ -114,9 +159,9 @@ class Ingest:
         with self._lock:
             return dict(self._counters)
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
-            self._counters[name] += 1
+            self._counters[name] += n
 
     # -- publishing ---------------------------------------------------------------
     def publish_change(self, change: GalleryChange) -> bool:
@@ -130,91 +175,196 @@ class Ingest:
             log.warning("gallery change %s (%s) not broadcast: MQTT is disconnected", change.version, change.op.value)
         return sent
 
-    # -- handlers (paho's network thread) -------------------------------------------
-    def _guarded(self, handler: Callable[[str, bytes], None]) -> Callable[[str, bytes], None]:
-        def run(topic: str, payload: bytes) -> None:
+    def _enqueue(self, delivery: Delivery) -> None:  # paho's thread: hand off only
+        self._queue.put(delivery)
+
+    # -- the ingest thread ----------------------------------------------------------
+    def _run(self) -> None:
+        batch_max = self.settings.ingest_batch_max
+        while not self._stopping.is_set():
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < batch_max:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
             try:
-                handler(topic, payload)
-            except Exception:  # a database outage or a bug: log, count, keep the loop alive
+                self._process(batch)
+            except _Stopped:
+                return
+            except Exception:  # a bug: log, count, keep ingesting (the batch stays unacknowledged)
                 self._count("errors")
-                log.exception("handling a message on %s failed", topic)
+                log.exception("handling %d message(s) failed", len(batch))
 
-        return run
+    def _process(self, batch: list[Delivery]) -> None:
+        entries: list[Delivery] = []
+        for delivery in batch:
+            if delivery.topic.endswith("/entry"):
+                entries.append(delivery)
+                continue
+            if entries:
+                self._store_entries(entries)
+                entries = []
+            self._handle_other(delivery)
+        if entries:
+            self._store_entries(entries)
 
-    def _accept(
-        self, session: Session, topic: str, payload: bytes, cls: type[StationMessage]
-    ) -> StationMessage | None:
+    def _handle_other(self, delivery: Delivery) -> None:
+        for topic_filter, handler in self._handlers.items():
+            if topics_match(topic_filter, delivery.topic):
+                try:
+                    handler(delivery)
+                except PERMANENT_ERRORS as err:
+                    self._reject("rejected_unstorable", delivery, f"the database refused it: {err.__class__.__name__}")
+                    delivery.ack()
+                return
+        delivery.ack()
+
+    def _with_db(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` until it succeeds, retrying with back-off while the database fails.
+
+        Errors caused by the data (PERMANENT_ERRORS) are raised at once; when
+        the ingest stops while retrying, raises _Stopped.
+        """
+        delay, failed_at = _RETRY_MIN_S, 0.0
+        while True:
+            try:
+                with self._sessions() as session:
+                    result = fn(session)
+                if failed_at:
+                    log.warning("database available again after %.1f s; ingest continues", time.monotonic() - failed_at)
+                return result
+            except PERMANENT_ERRORS:
+                raise
+            except SQLAlchemyError as err:
+                self._count("db_errors")
+                if not failed_at:
+                    failed_at = time.monotonic()
+                    log.error(
+                        "database unavailable (%s); messages stay unacknowledged at the broker, retrying: %s",
+                        err.__class__.__name__,
+                        str(err).splitlines()[0][:PREVIEW_CHARS],
+                    )
+            if self._stopping.wait(delay):
+                raise _Stopped
+            delay = min(delay * 2, _RETRY_MAX_S)
+
+    def _registered(self, station_ids: set[str]) -> set[str]:
+        unknown = station_ids - self._known_stations
+        if unknown:
+            found = self._with_db(
+                lambda s: set(s.scalars(select(Station.station_id).where(Station.station_id.in_(unknown))))
+            )
+            self._known_stations |= found
+        return station_ids & self._known_stations
+
+    # -- decoding -------------------------------------------------------------------
+    def _accept(self, delivery: Delivery, cls: type[StationMessage]) -> StationMessage | None:
         """Decode, and check the payload's station against the topic's and the register.
 
-        None (logged and counted) if the message is refused.
+        None (logged, counted and acknowledged) if the message is refused.
         """
         try:
-            station = topics.station_of(topic)
+            station = topics.station_of(delivery.topic)
         except ValueError as err:
-            return self._reject("rejected_topic_mismatch", topic, payload, str(err))
+            return self._refuse("rejected_topic_mismatch", delivery, str(err))
         try:
-            message = decode(payload, cls)
+            message = decode(delivery.payload, cls)
         except PayloadTooLarge as err:
-            return self._reject("rejected_too_large", topic, payload, str(err))
+            return self._refuse("rejected_too_large", delivery, str(err))
         except ContractError as err:
-            return self._reject("rejected_malformed", topic, payload, str(err))
+            return self._refuse("rejected_malformed", delivery, str(err))
         if message.station_id != station:
             why = f"payload names station {message.station_id!r}, the topic {station!r}"
-            return self._reject("rejected_topic_mismatch", topic, payload, why)
-        if not is_registered(session=session, station_id=station):
-            why = f"station {station!r} is not registered"
-            return self._reject("rejected_unknown_station", topic, payload, why)
+            return self._refuse("rejected_topic_mismatch", delivery, why)
+        if not self._registered({station}):
+            return self._refuse("rejected_unknown_station", delivery, f"station {station!r} is not registered")
         return message
 
-    def _reject(self, counter: str, topic: str, payload: bytes, why: str) -> None:
+    def _refuse(self, counter: str, delivery: Delivery, why: str) -> None:
+        self._reject(counter, delivery, why)
+        delivery.ack()  # retrying cannot make it acceptable
+
+    def _reject(self, counter: str, delivery: Delivery, why: str) -> None:
         self._count(counter)
-        preview = payload[:PREVIEW_CHARS].decode("utf-8", "backslashreplace")
-        log.warning("refused message on %s (%d bytes): %s | %r", topic, len(payload), why[:PREVIEW_CHARS], preview)
-        return None
+        preview = delivery.payload[:PREVIEW_CHARS].decode("utf-8", "backslashreplace")
+        # One line whatever the payload holds: the reason may quote a hostile key (a newline, an escape code).
+        log.warning(
+            "refused message on %s (%d bytes): %s | %r", one_line(delivery.topic), len(delivery.payload),
+            one_line(why[:PREVIEW_CHARS]), preview,
+        )
 
-    def _on_entry(self, topic: str, payload: bytes) -> None:
-        with self._sessions() as session:
-            event = self._accept(session, topic, payload, EntryEvent)
-            if event is None:
-                return
+    # -- handlers -------------------------------------------------------------------
+    def _store_entries(self, deliveries: list[Delivery]) -> None:
+        accepted = [(d, e) for d in deliveries if (e := self._accept(d, EntryEvent)) is not None]
+        if not accepted:
+            return
+        bad: set[str] = set()
+        try:
+            new = self._with_db(lambda s: store_events(session=s, events=[e for _, e in accepted]))
+        except PERMANENT_ERRORS:
+            new, bad = self._store_one_by_one(accepted)
+        self._count("stored", len(new))
+        self._count("duplicates", len({str(e.event_id) for _, e in accepted} - new - bad) + _repeats(accepted))
+        for delivery, _event in accepted:
+            delivery.ack()
+
+    def _store_one_by_one(self, accepted: list[tuple[Delivery, EntryEvent]]) -> tuple[set[str], set[str]]:
+        """A batch the database refused for its content: store what it takes, refuse the culprits."""
+        new: set[str] = set()
+        bad: set[str] = set()
+        for delivery, event in accepted:
             try:
-                new = store_event(session=session, event=event)
-            except SQLAlchemyError:
-                # The message is acknowledged anyway (see the module docstring): name the event.
-                log.error("entry %s from %s could not be stored", event.event_id, event.station_id)
-                raise
-        self._count("stored" if new else "duplicates")
+                new |= self._with_db(lambda s, e=event: store_events(session=s, events=[e]))
+            except PERMANENT_ERRORS as err:
+                bad.add(str(event.event_id))
+                self._reject("rejected_unstorable", delivery, f"the database refused it: {err.__class__.__name__}")
+        return new, bad
 
-    def _on_status(self, topic: str, payload: bytes) -> None:
-        with self._sessions() as session:
-            status = self._accept(session, topic, payload, StationStatus)
-            if status is None:
-                return
-            record_status(session=session, status=status)
+    def _on_status(self, delivery: Delivery) -> None:
+        status = self._accept(delivery, StationStatus)
+        if status is None:
+            return
+        self._with_db(lambda s: record_status(session=s, status=status))
         self._count("statuses")
+        delivery.ack()
 
-    def _on_sync_ack(self, topic: str, payload: bytes) -> None:
-        with self._sessions() as session:
-            ack = self._accept(session, topic, payload, SyncAck)
-            if ack is None:
-                return
-            record_ack(session=session, ack=ack)
+    def _on_sync_ack(self, delivery: Delivery) -> None:
+        ack = self._accept(delivery, SyncAck)
+        if ack is None:
+            return
+        self._with_db(lambda s: record_ack(session=s, ack=ack))
         self._count("acks")
+        delivery.ack()
 
-    def _on_sync_request(self, topic: str, payload: bytes) -> None:
-        with self._sessions() as session:
-            request = self._accept(session, topic, payload, SyncRequest)
+    def _on_sync_request(self, delivery: Delivery) -> None:
+        request = self._accept(delivery, SyncRequest)
         if request is None:
             return
         self._count("sync_requests")
         pool = self._sync_pool
         if pool is not None:
-            pool.submit(self._guarded(self._reply), topic, payload)
+            pool.submit(self._reply, request)
+        delivery.ack()  # a reply that does not arrive makes the station ask again
 
-    def _reply(self, topic: str, payload: bytes) -> None:
+    def _reply(self, request: SyncRequest) -> None:
         """Publish every page answering an (already accepted) sync request; runs on the sync thread."""
-        request = decode(payload, SyncRequest)
+        try:
+            self._publish_replies(request)
+        except Exception:
+            self._count("errors")
+            log.exception("answering the sync request of %s failed", request.station_id)
+
+    def _publish_replies(self, request: SyncRequest) -> None:
         reply_topic = topics.sync_reply(request.station_id)
+        reply = None
         with self._sessions() as session:
             for reply in build_replies(session=session, request=request, page_size=self.settings.sync_page_size):
                 if not self.link.publish(reply_topic, encode(reply), qos=1):
@@ -224,11 +374,28 @@ class Ingest:
                     )
                     return
                 self._count("sync_pages")
-        log.info(
-            "answered sync request of %s since version %d with %d page(s)%s, latest version %d",
-            request.station_id,
-            request.since_version,
-            reply.page + 1,
-            " (snapshot)" if reply.snapshot else "",
-            reply.latest_version,
-        )
+        if reply is not None:
+            log.info(
+                "answered sync request of %s since version %d with %d page(s)%s, latest version %d",
+                request.station_id,
+                request.since_version,
+                reply.page + 1,
+                " (snapshot)" if reply.snapshot else "",
+                reply.latest_version,
+            )
+
+
+def one_line(text: str) -> str:
+    """``text`` with every non-printable character escaped (a log line cannot be split or recoloured)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _repeats(accepted: list[tuple[Delivery, EntryEvent]]) -> int:
+    """Copies of an event beyond the first within one batch (a redelivery that caught up with its original)."""
+    return len(accepted) - len({str(e.event_id) for _, e in accepted})
+
+
+def topics_match(topic_filter: str, topic: str) -> bool:
+    """MQTT wildcard match for the single-level ``+`` filters the server subscribes to."""
+    f_parts, t_parts = topic_filter.split("/"), topic.split("/")
+    return len(f_parts) == len(t_parts) and all(f in ("+", t) for f, t in zip(f_parts, t_parts))

@@ -1,18 +1,25 @@
-"""Stations: registration, and what their status and sync messages tell the server."""
+"""Stations: registration, what their status and sync messages tell the server, and who confirmed what.
+
+A station's acknowledged gallery version V means "every change up to V is
+applied here" (see edge/sync.py), so a change with version N is confirmed by
+exactly the stations whose acknowledged version is at least N: the per change,
+per station view ("deleted on 3 of 4 stations") needs no table of its own.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.messages import StationStatus, SyncAck
 from models.topics import check_station_id
-from server.errors import Conflict
-from server.tables import Station, utcnow
+from server.errors import Conflict, NotFound
+from server.tables import GalleryChangeRow, Station, utcnow
 
 
 def register_station(*, session: Session, station_id: str, name: str) -> Station:
@@ -34,6 +41,13 @@ def list_stations(*, session: Session) -> Sequence[Station]:
     return session.scalars(select(Station).order_by(Station.station_id)).all()
 
 
+def get_station(*, session: Session, station_id: str) -> Station:
+    station = session.get(Station, station_id)
+    if station is None:
+        raise NotFound(f"no station with id {station_id!r}")
+    return station
+
+
 def is_registered(*, session: Session, station_id: str) -> bool:
     return session.get(Station, station_id) is not None
 
@@ -43,25 +57,111 @@ def record_status(*, session: Session, status: StationStatus, now: datetime | No
     station = session.get(Station, status.station_id)
     if station is None:
         return False
+    now = now or utcnow()
     station.online = status.online
     # The offline form is the last will, written when the station connected:
     # its versions and outbox depth are stale, so only "offline" is taken from it.
     if status.online:
         station.agent_version = status.agent_version
         station.outbox_depth = status.outbox_depth
-        station.gallery_version_acked = status.gallery_version
+        _set_acked(station, status.gallery_version, now)
         # The station's own clock, so a retained status replayed to a restarted
         # server does not look fresh; never later than now (a fast station clock).
-        station.last_seen_at = min(status.at, now or utcnow())
+        station.last_seen_at = min(status.at, now)
+        if status.schema_ == "status/2":  # a heartbeat with the details
+            station.heartbeat_at = station.last_seen_at
+            station.camera_state = status.camera
+            station.door_state = status.door
+            station.clock_offset_s = status.clock_offset_s
+            station.uptime_s = status.uptime_s
+            station.outbox_bytes = status.outbox_bytes
+            station.outbox_limit_bytes = status.outbox_limit_bytes
+            station.outbox_alarm = status.outbox_alarm
+            station.outbox_refused = status.outbox_refused
     session.commit()
     return True
 
 
-def record_ack(*, session: Session, ack: SyncAck) -> bool:
+def record_ack(*, session: Session, ack: SyncAck, now: datetime | None = None) -> bool:
     """Store the gallery version a station confirms it holds; False if not registered."""
     station = session.get(Station, ack.station_id)
     if station is None:
         return False
-    station.gallery_version_acked = ack.version
+    _set_acked(station, ack.version, now or utcnow())
     session.commit()
     return True
+
+
+def _set_acked(station: Station, version: int, now: datetime) -> None:
+    if station.gallery_version_acked != version or station.gallery_acked_at is None:
+        station.gallery_acked_at = now
+    station.gallery_version_acked = version
+
+
+# -- confirmations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StationConfirmation:
+    station_id: str
+    name: str
+    confirmed: bool
+    acked_version: int
+    acked_at: datetime | None
+    online: bool
+
+
+@dataclass(frozen=True)
+class ChangeConfirmations:
+    """One gallery change and, per registered station, whether it holds it."""
+
+    version: int
+    op: str
+    worker_id: str
+    created_at: datetime
+    stations: list[StationConfirmation]
+
+    @property
+    def confirmed(self) -> int:
+        return sum(1 for s in self.stations if s.confirmed)
+
+    @property
+    def total(self) -> int:
+        return len(self.stations)
+
+
+def change_confirmations(*, session: Session, version: int) -> ChangeConfirmations:
+    """Which stations hold gallery change ``version``; NotFound if no such change was issued."""
+    row = session.get(GalleryChangeRow, version)
+    if row is None:
+        raise NotFound(f"no gallery change with version {version}")
+    return _confirmations(session, row)
+
+
+def worker_confirmations(*, session: Session, worker_id: str) -> ChangeConfirmations:
+    """The confirmations of the newest change of a worker (also of a deleted one)."""
+    newest = session.scalar(
+        select(func.max(GalleryChangeRow.version)).where(GalleryChangeRow.worker_id == worker_id)
+    )
+    if newest is None:
+        raise NotFound(f"no gallery change for worker {worker_id!r}")
+    row = session.get(GalleryChangeRow, newest)
+    assert row is not None
+    return _confirmations(session, row)
+
+
+def _confirmations(session: Session, row: GalleryChangeRow) -> ChangeConfirmations:
+    stations = [
+        StationConfirmation(
+            station_id=s.station_id,
+            name=s.name,
+            confirmed=s.gallery_version_acked >= row.version,
+            acked_version=s.gallery_version_acked,
+            acked_at=s.gallery_acked_at,
+            online=s.online,
+        )
+        for s in list_stations(session=session)
+    ]
+    return ChangeConfirmations(
+        version=row.version, op=row.op, worker_id=row.worker_id, created_at=row.created_at, stations=stations
+    )

@@ -10,6 +10,9 @@ page (``more`` false) has arrived.
 
 All pages of one reply stop at the ``latest_version`` read at the start, so a
 change committed meanwhile arrives live or with the next sync.
+
+Every page carries the server's clock (``server_time``, sync_reply/2), from
+which a station estimates its clock offset and reports it in its heartbeat.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from models.messages import MAX_PAYLOAD_BYTES, GalleryChange, SyncReply, SyncRequest
 from server.gallery import changes_since, latest_version
+from server.tables import utcnow
 
 # Room for the reply's own fields around the changes.
 PAGE_BYTE_BUDGET = MAX_PAYLOAD_BYTES - 4096
@@ -43,6 +47,7 @@ def build_replies(*, session: Session, request: SyncRequest, page_size: int) -> 
             changes=tuple(changes),
             more=more,
             latest_version=latest,
+            server_time=utcnow(),
         )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    JSON,
     LargeBinary,
     MetaData,
     String,
@@ -92,6 +93,17 @@ class Station(Base):
     gallery_version_acked: Mapped[int] = mapped_column(BigInteger, default=0)
     agent_version: Mapped[str] = mapped_column(String(200), default="")
     outbox_depth: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Sync issue (migration 0003): when the acked version arrived, and the latest heartbeat.
+    gallery_acked_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    camera_state: Mapped[str | None] = mapped_column(String(32))
+    door_state: Mapped[str | None] = mapped_column(String(32))
+    clock_offset_s: Mapped[float | None] = mapped_column(Float)
+    uptime_s: Mapped[float | None] = mapped_column(Float)
+    outbox_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    outbox_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    outbox_alarm: Mapped[bool | None] = mapped_column(Boolean)
+    outbox_refused: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Worker(Base):
@@ -106,6 +118,11 @@ class Worker(Base):
     status: Mapped[str] = mapped_column(String(16), default=WorkerStatus.ACTIVE.value)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Sync issue (migration 0003): never granted outside [valid_from, valid_until);
+    # ``stations`` None = every station, else only the listed station ids.
+    valid_from: Mapped[datetime | None]
+    valid_until: Mapped[datetime | None]
+    stations: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
 
     samples: Mapped[list[FaceSample]] = relationship(
         back_populates="worker", cascade="all, delete-orphan", passive_deletes=True, order_by="FaceSample.id"
@@ -176,3 +193,22 @@ class Entry(Base):
     gallery_version: Mapped[int] = mapped_column(BigInteger, default=0)
     occurred_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Credential(Base):
+    """A QR credential issued to a worker (migration 0002). The token is not stored: Ed25519 signatures are
+    deterministic, so the same token is signed again when it must be shown again.
+
+    ``bound_version`` is the worker's gallery version at issue; stations refuse the
+    credential once they hold a newer one (see server/credentials.py).
+    """
+
+    __tablename__ = "credentials"
+
+    credential_id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.worker_id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    issued_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    bound_version: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[datetime | None]

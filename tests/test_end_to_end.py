@@ -66,6 +66,10 @@ def test_photo_to_open_door_to_audited_entry(
             data_dir=tmp_path / "edge",
             mqtt={"host": host, "port": port},
             policy={"visit_gap_s": 0.8},
+            # The visitors are still photos, which liveness rightly rejects as spoofs: off here,
+            # this test is about the path from photo to audited entry (tests/edge/test_gate.py
+            # and test_replay.py cover the door with liveness on).
+            liveness={"mode": "off"},
         )
         visits = (
             Visit("Barack Obama", f"{EX}/obama/obama2.jpg", "Barack Obama"),

@@ -17,6 +17,8 @@ from sqlalchemy import Engine
 from core.faces import FaceEngine, FaceModelError
 from server.api.deps import AppContext, require_token
 from server.api.routes import entries, health, stations, workers
+from server.api.routes import sync as sync_routes
+from server.api.routes import credentials as credential_routes
 from server.config import ServerSettings
 from server.db import make_engine, make_sessionmaker
 from server.enrollment import PhotoEncoder
@@ -68,6 +70,8 @@ def create_app(
     protected.include_router(stations.router)
     protected.include_router(workers.router)
     protected.include_router(entries.router)
+    protected.include_router(sync_routes.router)
+    protected.include_router(credential_routes.router)
     api.include_router(protected)
     app.include_router(api)
     _add_error_handlers(app)

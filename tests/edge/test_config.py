@@ -34,8 +34,9 @@ def test_defaults() -> None:
     assert s.mqtt.host == "127.0.0.1" and s.mqtt.port == 1883 and s.mqtt.password is None
     assert s.mqtt.client_id == "station-depot-3"
     assert s.camera.source == "0" and s.camera.realtime is True
-    assert (s.detection.scale, s.detection.upsample, s.detection.min_face_px) == (0.5, 0, 60)
-    assert (s.policy.threshold, s.policy.margin, s.policy.frames_required) == (0.5, 0.06, 3)
+    assert (s.detection.scale, s.detection.upsample, s.detection.min_face_px) == (1.0, 0, 60)
+    assert s.liveness.mode == "either"  # on: a grant opens the door only for a live face
+    assert (s.policy.threshold, s.policy.margin, s.policy.frames_required) == (0.56, 0.105, 3)  # docs/accuracy.md
     assert (s.door.relay_pin, s.door.relay_active_high, s.door.unlock_s) == (17, True, 3.0)
     assert (s.door.buzzer_pin, s.door.green_led_pin, s.door.red_led_pin, s.door.beep_s) == (27, 22, 23, 0.1)
 

@@ -1,4 +1,4 @@
-"""The door on gpiozero's own MockFactory: relay timing, polarity, beeps, LEDs, fail-secure close."""
+"""The door on gpiozero's own MockFactory: relay timing, polarity, beeps, LEDs, alarm, fail-secure and fail-safe."""
 
 from __future__ import annotations
 
@@ -110,10 +110,10 @@ def test_close_switches_the_relay_off_mid_unlock_and_releases_the_pins(factory: 
 def test_pins_already_taken_are_reported_and_nothing_stays_claimed(factory: MockFactory) -> None:
     first = Door(DoorConfig(), pin_factory=factory)
     with pytest.raises(DoorError, match="GPIO"):
-        Door(DoorConfig(relay_pin=5, buzzer_pin=6, green_led_pin=22, red_led_pin=24), pin_factory=factory)
+        Door(DoorConfig(relay_pin=9, buzzer_pin=10, green_led_pin=22, red_led_pin=24), pin_factory=factory)
     first.close()
-    # The failed attempt released BCM 5 and 6 again.
-    Door(DoorConfig(relay_pin=5, buzzer_pin=6, green_led_pin=7, red_led_pin=8), pin_factory=factory).close()
+    # The failed attempt released BCM 9 and 10 again.
+    Door(DoorConfig(relay_pin=9, buzzer_pin=10, green_led_pin=7, red_led_pin=8), pin_factory=factory).close()
 
 
 def test_the_same_pin_twice_is_a_config_error() -> None:
@@ -143,3 +143,90 @@ def test_without_gpio_the_error_says_what_to_do() -> None:
     done = _run_python(code)
     assert done.returncode != 0
     assert "DoorError" in done.stderr and "GPIOZERO_PIN_FACTORY=mock" in done.stderr
+
+
+@pytest.mark.parametrize("active_high", [True, False])
+def test_fail_safe_holds_the_lock_energised_and_releases_it_on_every_way_out(
+    factory: MockFactory, active_high: bool
+) -> None:
+    """fail_safe: energised = locked. A grant de-energises for unlock_s; stop and close leave it de-energised."""
+    door = Door(DoorConfig(unlock_s=1.0, relay_active_high=active_high, fail_safe=True), pin_factory=factory)
+    relay = factory.pin(17)
+    energised, released = (True, False) if active_high else (False, True)
+    assert relay.state == energised and not door.unlocked and door.relay_energised  # locked from the start
+    relay.clear_states()
+    door.grant()
+    assert wait_until(lambda: len(relay.states) >= 3, timeout=3.0)
+    relay.assert_states_and_times([(0.0, energised), (0.0, released), (1.0, energised)])
+    assert len(relay.states) == 3 and not door.unlocked
+    door.failure_state()  # what stop(), SIGTERM and an unhandled error do
+    assert relay.state == released and not door.relay_energised
+    n = len(relay.states)
+    door.close()
+    assert relay.states[-1].state == released and relay.function == "input"
+    # Closing never energised the coil on the way out (no click into "locked").
+    assert all(s.state == released for s in relay.states[n - 1 :])
+
+
+def test_fail_secure_failure_state_locks_at_once_mid_unlock(factory: MockFactory) -> None:
+    door = Door(DoorConfig(unlock_s=5.0), pin_factory=factory)
+    relay = factory.pin(17)
+    door.grant()
+    assert wait_until(lambda: relay.state is True)
+    t0 = time.monotonic()
+    door.failure_state()
+    assert relay.state is False and not door.unlocked
+    assert time.monotonic() - t0 < 0.2
+    time.sleep(0.3)
+    assert relay.state is False  # the unlock timer does not switch it back on
+    door.close()
+
+
+def test_alarm_repeats_long_beeps_with_the_red_led_until_cleared(factory: MockFactory) -> None:
+    door = Door(DoorConfig(alarm_on_s=0.3, alarm_off_s=0.2), pin_factory=factory)
+    buzzer, red, relay = factory.pin(27), factory.pin(23), factory.pin(17)
+    for p in (buzzer, red, relay):
+        p.clear_states()
+    door.set_alarms({"held_open"})
+    assert door.alarms == {"held_open"}
+    assert wait_until(lambda: len(buzzer.states) >= 6, timeout=3.0)
+    buzzer.assert_states_and_times([(0.0, False), (0.0, True), (0.3, False), (0.2, True), (0.3, False), (0.2, True)])
+    red.assert_states_and_times([(0.0, False), (0.0, True), (0.3, False), (0.2, True)])
+    door.set_alarms({"held_open", "tamper"})  # a second cause while sounding: still one alarm
+    door.set_alarms(set())
+    assert buzzer.state is False and red.state is False
+    n = len(buzzer.states)
+    time.sleep(0.6)
+    assert len(buzzer.states) == n  # cleared means silent
+    assert len(relay.states) == 1  # an alarm never touches the lock
+    door.close()
+
+
+def test_the_alarm_stops_by_itself_after_alarm_max_s(factory: MockFactory) -> None:
+    door = Door(DoorConfig(alarm_on_s=0.2, alarm_off_s=0.2, alarm_max_s=1.0), pin_factory=factory)
+    buzzer = factory.pin(27)
+    buzzer.clear_states()
+    door.set_alarms({"forced_open"})
+    time.sleep(1.6)
+    assert buzzer.state is False
+    beeps = [s for s in buzzer.states if s.state is True]
+    assert len(beeps) == 3  # ceil(1.0 / 0.4) cycles, then quiet although the cause is still active
+    assert door.alarms == {"forced_open"}
+    door.set_alarms({"forced_open", "tamper"})  # a new cause sounds it again
+    assert wait_until(lambda: buzzer.state is True, timeout=1.0)
+    door.close()
+
+
+def test_during_an_alarm_grants_open_silently_and_denials_stay_silent(factory: MockFactory) -> None:
+    door = Door(DoorConfig(unlock_s=1.0, alarm_on_s=2.0, alarm_off_s=0.5), pin_factory=factory)
+    buzzer, green, relay = factory.pin(27), factory.pin(22), factory.pin(17)
+    door.set_alarms({"tamper"})
+    assert wait_until(lambda: buzzer.state is True)
+    buzzer.clear_states()
+    door.grant()
+    door.deny()
+    time.sleep(0.5)
+    assert [s.state for s in buzzer.states] == [True]  # the 2 s alarm tone was not cut by a beep
+    assert relay.state is True and green.state is True  # the door still opened, and shows it
+    assert door.grants == 1 and door.denials == 1
+    door.close()

@@ -8,14 +8,16 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from edge.config import EdgeSettings
-from edge.store import EdgeStore
+from edge.store import OUTBOX_ROW_OVERHEAD, EdgeStore
 from edge.sync import StationSync, build_link
+from edge.sync_config import OutboxConfig, StatusConfig
 from models import topics
 from models.messages import Decision, EntryEvent, GalleryChangeMessage, SyncReply, encode
 from tests.edge.server_side import ServerSide, delete, upsert
@@ -259,3 +261,150 @@ def test_a_killed_station_is_marked_offline_by_its_last_will(mosquitto: Mosquitt
     with ServerSide(mosquitto.host, mosquitto.port) as late:
         assert late.wait(lambda: any(s.station_id == "st-killed" for s in late.statuses))
         assert not [s for s in late.statuses if s.station_id == "st-killed"][-1].online
+
+
+# -- heartbeat, clock offset, validity windows, access lists, outbox budget (sync issue) ---------------------
+
+
+def _station(mosquitto: Mosquitto, folder: Path, **kwargs) -> Station:  # noqa: ANN003
+    st = Station(settings_for(mosquitto, folder))
+    st.sync = StationSync(st.sync.settings, st.store, build_link(st.sync.settings),
+                          on_gallery=lambda g, names: st.galleries.append((g.version, g.identities)), **kwargs)
+    return st
+
+
+def test_the_heartbeat_reports_the_station_state(mosquitto: Mosquitto, server: ServerSide, tmp_path: Path) -> None:
+    states = {"camera": "ok", "door": "locked"}
+    st = _station(mosquitto, tmp_path / "hb", status=StatusConfig(heartbeat_s=1.0), health=lambda: states)
+    server.auto_answer = False
+    try:
+        st.sync.start()
+        assert server.wait(lambda: len(server.requests) >= 1)
+        # The server's clock is 30 s behind the station's: the station estimates its offset from the reply.
+        request = server.requests[-1]
+        reply = SyncReply(request_id=request.request_id, latest_version=0,
+                          server_time=datetime.now(timezone.utc) - timedelta(seconds=30))
+        server.publish_raw(topics.sync_reply(STATION), encode(reply))
+        assert server.wait(lambda: any(a.station_id == STATION for a in server.acks))
+        states["door"] = "unlocked"
+        assert server.wait(lambda: len([s for s in server.statuses if s.uptime_s and s.door == "unlocked"]) >= 2,
+                           timeout=10)
+    finally:
+        st.close()
+    beats = [s for s in server.statuses if s.schema_ == "status/2"]
+    last = beats[-1]
+    assert last.online and last.camera == "ok" and last.door == "unlocked"
+    assert 29.0 < (last.clock_offset_s or 0) < 31.0
+    assert last.uptime_s is not None and last.uptime_s > beats[0].uptime_s  # type: ignore[operator]
+    assert last.outbox_limit_bytes == OutboxConfig().max_bytes and last.outbox_alarm is False
+    assert (last.outbox_bytes, last.outbox_depth, last.outbox_refused) == (0, 0, 0)
+    assert last.agent_version and last.gallery_version == 0
+
+
+def test_a_validity_window_opens_and_closes_on_time(mosquitto: Mosquitto, server: ServerSide, tmp_path: Path) -> None:
+    now = datetime.now(timezone.utc)
+    leaving = upsert(1, "leaving").model_copy(update={"valid_until": now + timedelta(seconds=2)})
+    coming = upsert(2, "coming").model_copy(update={"valid_from": now + timedelta(seconds=3)})
+    expired = upsert(3, "expired").model_copy(update={"valid_until": now - timedelta(days=1)})
+    server.add(leaving, coming, expired, upsert(4, "always"))
+    st = _station(mosquitto, tmp_path / "window")
+    try:
+        st.sync.start()
+        assert st.wait_for(lambda g: g.version == 4)
+        assert sorted(st.sync.holder.gallery.identities) == ["always", "leaving"]
+        assert st.wait_for(lambda g: "leaving" not in g.identities, timeout=5)
+        assert time_left(now + timedelta(seconds=2)) <= 0.05  # not before its end
+        assert st.wait_for(lambda g: "coming" in g.identities, timeout=5)
+        assert time_left(now + timedelta(seconds=3)) <= 0.05
+        assert sorted(st.sync.holder.gallery.identities) == ["always", "coming"]
+        assert st.store.worker("expired")["encodings"] == 1  # kept (a new window may come), never granted
+    finally:
+        st.close()
+
+
+def time_left(deadline: datetime) -> float:
+    return (deadline - datetime.now(timezone.utc)).total_seconds()
+
+
+def test_a_worker_limited_to_other_stations_leaves_no_face_data_here(server: ServerSide, station: Station) -> None:
+    elsewhere = upsert(1, "elsewhere").model_copy(update={"stations": ("st-other", "st-third")})
+    server.add(elsewhere, upsert(2, "local").model_copy(update={"stations": (STATION,)}))
+    station.sync.start()
+    assert station.wait_for(lambda g: g.version == 2)
+    assert station.sync.holder.gallery.identities == ("local",)
+    row = station.store.worker("elsewhere")
+    assert row is not None and row["encodings"] == 0 and not row["allowed"]
+    # Added to this station's list later: the full encodings arrive with that change.
+    server.broadcast(upsert(3, "elsewhere").model_copy(update={"stations": ("st-other", STATION)}))
+    assert station.wait_for(lambda g: "elsewhere" in g.identities)
+    assert station.store.worker("elsewhere")["encodings"] == 1
+
+
+def test_a_full_outbox_alarms_logs_and_never_drops_silently(
+    mosquitto: Mosquitto, server: ServerSide, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    budget = OutboxConfig(max_mb=1.0, warn_fraction=0.8)
+    st = _station(mosquitto, tmp_path / "full", outbox=budget)
+    try:
+        # The broker is unreachable for this station (not started): everything queues.
+        size = len(encode(event())) + len(topics.entry(STATION)) + OUTBOX_ROW_OVERHEAD
+        prefill = int(budget.max_bytes * 0.75) // size
+        st.store.enqueue_many([event(n=i) for i in range(prefill)])
+        assert not st.sync.heartbeat().outbox_alarm
+        queued: list[EntryEvent] = []
+        refused: list[EntryEvent] = []
+        with caplog.at_level("WARNING", logger="edge.sync"):
+            while len(refused) < 3:
+                e = event(n=prefill + len(queued) + len(refused))
+                (queued if st.sync.enqueue(e) else refused).append(e)
+        alarms = [r for r in caplog.records if r.getMessage().startswith("outbox alarm")]
+        assert len(alarms) == 1 and alarms[0].levelname == "WARNING"  # once, not per event
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 3
+        for e, record in zip(refused, errors):  # each refused event is in the log in full
+            assert str(e.event_id) in record.getMessage() and "NOT queued" in record.getMessage()
+        beat = st.sync.heartbeat()
+        assert beat.outbox_alarm and beat.outbox_refused == 3
+        assert beat.outbox_bytes is not None and budget.max_bytes - size < beat.outbox_bytes <= budget.max_bytes
+        assert beat.outbox_depth == prefill + len(queued)
+
+        st.sync.start()  # the broker comes within reach: every queued event is delivered
+        assert server.wait(lambda: len({x.event_id for x in server.entries}) >= prefill + len(queued), timeout=60)
+        deadline = time.monotonic() + 20
+        while st.store.depth() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert st.store.depth() == 0
+        received = {x.event_id for x in server.entries}
+        assert {e.event_id for e in queued} <= received and not {e.event_id for e in refused} & received
+        assert st.sync.enqueue(event(n=999_999))  # room again
+        assert not st.sync.heartbeat().outbox_alarm
+    finally:
+        st.close()
+
+
+def test_an_edge_database_of_schema_1_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    con = sqlite3.connect(folder / "edge.db")
+    con.executescript(
+        """
+        CREATE TABLE workers (worker_id VARCHAR(64) PRIMARY KEY, display_name VARCHAR(200) NOT NULL,
+                              active BOOLEAN NOT NULL, deleted BOOLEAN NOT NULL, version BIGINT NOT NULL);
+        CREATE TABLE meta (key VARCHAR(64) PRIMARY KEY, value VARCHAR(200) NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1'), ('gallery_version', '5');
+        INSERT INTO workers VALUES ('alice', 'Alice', 1, 0, 5);
+        """
+    )
+    con.commit()
+    con.close()
+    store = EdgeStore.open(folder)
+    try:
+        assert store.gallery_version() == 5
+        row = store.worker("alice")
+        assert row is not None and row["allowed"] and row["valid_from"] is None and row["valid_until"] is None
+        store.apply_changes([upsert(6, "alice")], snapshot=False, latest_version=6, station_id=STATION)
+        assert store.load_gallery().identities == ("alice",)
+    finally:
+        store.close()

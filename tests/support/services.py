@@ -1,4 +1,5 @@
-"""Real services for tests: a mosquitto process, the embedded broker, the face data.
+"""Real services for tests: a mosquitto process (plain, or with TLS, passwords and an ACL),
+the embedded broker, PostgreSQL, the face data.
 
 A test that needs something missing is skipped on a developer's machine with a
 sentence saying what to install, and *fails* when WAYSTATION_REQUIRE_ALL=1
@@ -7,14 +8,23 @@ sentence saying what to install, and *fails* when WAYSTATION_REQUIRE_ALL=1
 
 from __future__ import annotations
 
+import atexit
+import ipaddress
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy import URL, create_engine, make_url
 
 from core.broker import free_port
 
@@ -50,9 +60,12 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
 
 
 class Mosquitto:
-    """Debian's mosquitto as a real process on 127.0.0.1, restartable on the same port."""
+    """Debian's mosquitto as a real process on 127.0.0.1, restartable on the same port.
 
-    def __init__(self, workdir: Path, *, extra_config: str = "") -> None:
+    ``access`` replaces the default ``allow_anonymous true`` (see :meth:`secure`).
+    """
+
+    def __init__(self, workdir: Path, *, extra_config: str = "", access: str = "allow_anonymous true\n") -> None:
         exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
         need(exe is not None, "Debian's mosquitto (apt-get install mosquitto)")
         self.exe = str(exe)
@@ -67,7 +80,7 @@ class Mosquitto:
         user = "user root\n" if os.geteuid() == 0 else ""
         base = (
             f"{user}listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
+            f"{access}"
             "persistence true\n"
             f"persistence_location {persist}/\n"
             "autosave_interval 1\n"
@@ -102,3 +115,204 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no last save of the persistence file."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.stop()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the password and ACL files (after provisioning a station)."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+
+    @classmethod
+    def secure(cls, workdir: Path, pki: "Pki", *, password_file: Path, acl_file: Path) -> "Mosquitto":
+        """TLS only, no anonymous clients, a password file and an ACL (the deploy/ files' settings)."""
+        access = (
+            f"cafile {pki.ca_cert}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
+            "tls_version tlsv1.2\n"
+            "allow_anonymous false\n"
+            f"password_file {password_file}\n"
+            f"acl_file {acl_file}\n"
+        )
+        return cls(workdir, access=access)
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost, as PEM files."""
+
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+
+
+def make_pki(folder: Path, *, name: str = "Waystation test CA") -> Pki:
+    """Generate a CA (EC P-256) and a server certificate it signs; valid for a day."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(timezone.utc)
+
+    def pem_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        path.chmod(0o600)
+        return path
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path = folder / "ca.crt"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    server_path = folder / "server.crt"
+    server_path.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    return Pki(ca_path, pem_key(ca_key, folder / "ca.key"), server_path, pem_key(server_key, folder / "server.key"))
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+class Postgres:
+    """A PostgreSQL server to create throwaway databases in.
+
+    In order: the admin URL in WAYSTATION_TEST_POSTGRES_URL; the server that
+    ``pg_virtualenv`` describes with PG* variables (what .ci/run uses); else a
+    cluster this test session starts itself from Debian's postgresql
+    (initdb as the postgres user, fsync off, unix socket in a temporary
+    folder, TCP on 127.0.0.1) and stops at the end. With none of them the test
+    is skipped (fails under WAYSTATION_REQUIRE_ALL=1).
+    """
+
+    def __init__(self) -> None:
+        self._own: Path | None = None
+        self._ctl: list[str] = []
+        explicit = os.environ.get("WAYSTATION_TEST_POSTGRES_URL")
+        if explicit:
+            self.admin_url = explicit
+        elif os.environ.get("PGHOST") or os.environ.get("PGPORT"):
+            self.admin_url = URL.create(
+                "postgresql+psycopg",
+                username=os.environ.get("PGUSER", "postgres"),
+                password=os.environ.get("PGPASSWORD"),
+                host=os.environ.get("PGHOST", "localhost"),
+                port=int(os.environ.get("PGPORT", "5432")),
+                database=os.environ.get("PGDATABASE", "postgres"),
+            ).render_as_string(hide_password=False)
+        else:
+            self.admin_url = self._start_own()
+
+    def _start_own(self) -> str:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+        need(bool(bins), "PostgreSQL (apt-get install postgresql, or run the tests under pg_virtualenv)")
+        bindir = bins[0].parent
+        folder = Path(tempfile.mkdtemp(prefix="waystation-pg-"))
+        data = folder / "data"
+        prefix: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses root
+            need(shutil.which("runuser") is not None, "runuser (util-linux), to run PostgreSQL as its own user")
+            shutil.chown(folder, "postgres", "postgres")
+            prefix = ["runuser", "-u", "postgres", "--"]
+        port = free_port()
+        subprocess.run(
+            [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+             "--no-sync"],
+            check=True, capture_output=True,
+        )
+        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        self._ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(data)]
+        subprocess.run([*self._ctl, "-o", options, "-l", str(folder / "log"), "-w", "start"], check=True,
+                       capture_output=True)
+        self._own = folder
+        return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+    def create_database(self) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        name = f"ws_test_{uuid.uuid4().hex[:12]}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop_database(self, url: str) -> None:
+        name = make_url(url).database
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def _admin(self, sql: str) -> None:
+        engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(sql)
+        finally:
+            engine.dispose()
+
+    def stop(self) -> None:
+        if self._own is not None:
+            subprocess.run([*self._ctl, "-m", "fast", "-w", "stop"], capture_output=True)
+            shutil.rmtree(self._own, ignore_errors=True)
+            self._own = None
+
+
+_postgres: Postgres | None = None
+
+
+def postgres_server() -> Postgres:
+    """The session's PostgreSQL (started on first use; see Postgres)."""
+    global _postgres
+    if _postgres is None:
+        _postgres = Postgres()
+        atexit.register(_postgres.stop)
+    return _postgres
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    server = postgres_server()
+    url = server.create_database()
+    try:
+        yield url
+    finally:
+        server.drop_database(url)
