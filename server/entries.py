@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.messages import Decision, EntryEvent
+from server.ingest_store import entry_row
 from server.tables import Entry, Worker, utcnow
 
 MAX_PAGE = 1000
@@ -33,22 +34,7 @@ class InvalidCursor(ValueError):
 
 def store_event(*, session: Session, event: EntryEvent, received_at: datetime | None = None) -> bool:
     """Insert the event unless its event_id is stored already; True if it was new. Commits."""
-    values = {
-        "event_id": str(event.event_id),
-        "station_id": event.station_id,
-        "worker_id": event.worker_id,
-        "kind": event.kind.value,
-        "decision": event.decision.value,
-        "reason": event.reason,
-        "distance": event.scores.distance,
-        "second_distance": event.scores.second_distance,
-        "frames": event.scores.frames,
-        "face_px": event.scores.face_px,
-        "decision_ms": event.decision_ms,
-        "gallery_version": event.gallery_version,
-        "occurred_at": event.occurred_at,
-        "received_at": received_at or utcnow(),
-    }
+    values = entry_row(event, received_at or utcnow())
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         # PostgreSQL reports no rowcount for an insert that returns rows; ask for the new id instead.
