@@ -4,6 +4,7 @@
     python -m server migrate [--config FILE]    bring the database schema up to date
     python -m server check-config [--config FILE]
     python -m server provision STATION_ID --out DIR [--config FILE]   credentials + edge config of a station
+    python -m server create-admin USERNAME [--password-file FILE]      the first (or another) admin of the web app
 
 Exit codes: 0 done, 1 could not start (port taken, database unreachable),
 2 invalid configuration (printed as ``ConfigError: <key>: <problem>``).
@@ -122,6 +123,67 @@ def provision(
     typer.echo(f"station {done.station_id} {action}; broker user {done.username} added to {done.password_file}")
     typer.echo(f"wrote {done.config_file}, {done.env_file}" + (f", {done.ca_file}" if done.ca_file else ""))
     typer.echo("reload the broker so it reads the new password: systemctl reload mosquitto")
+
+
+@app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Argument(help="sign-in name (letters, digits, _ . @ -)")],
+    password_file: Annotated[
+        Optional[Path], typer.Option(help="read the password from this file (else asked twice, hidden)")
+    ] = None,
+    display_name: Annotated[str, typer.Option(help="name shown in the app")] = "",
+    language: Annotated[str, typer.Option(help="zh_CN or en")] = "zh_CN",
+    config: ConfigOption = None,
+    log_level: LogLevel = "WARNING",
+) -> None:
+    """Create an administrator of the web app. There are no default accounts: this is how the first one is made."""
+    import re
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from core.i18n import LANGUAGES
+    from server import audit, users
+    from server.db import make_engine, make_sessionmaker, upgrade_database
+    from server.errors import Conflict
+    from server.tables import Role
+
+    settings = _settings(config)
+    _logging(log_level)
+    if not re.fullmatch(users.USERNAME_PATTERN, username):
+        typer.echo("create-admin: the user name may use 2-64 letters, digits and _ . @ -", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    if language not in LANGUAGES:
+        typer.echo(f"create-admin: --language must be one of {', '.join(LANGUAGES)}", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    if password_file is not None:
+        try:
+            password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as err:
+            typer.echo(f"create-admin: cannot read {password_file}: {err.strerror}", err=True)
+            raise typer.Exit(EXIT_CONFIG) from None
+    elif sys.stdin.isatty():
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        upgrade_database(engine)
+        with make_sessionmaker(engine)() as session:
+            user = users.create_user(
+                session, username=username, password=password, role=Role.ADMIN,
+                display_name=display_name, language=language,
+            )
+            audit.record(session, actor=audit.CLI, action="user.create", target=username, detail={"role": "admin"})
+            session.commit()
+            typer.echo(f"admin {user.username} created; sign in at http://{settings.http_host}:{settings.http_port}/login")
+    except (users.WeakPassword, Conflict) as err:
+        typer.echo(f"create-admin: {err}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except SQLAlchemyError as err:
+        typer.echo(f"StartupError: cannot reach the database: {err.__class__.__name__}: {err}", err=True)
+        raise typer.Exit(EXIT_STARTUP) from None
+    finally:
+        engine.dispose()
 
 
 @app.command("check-config")

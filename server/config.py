@@ -134,6 +134,49 @@ class ServerSettings(BaseSettings):
         le=8000,
         description="Enrollment photos are shrunk to this longest side before face detection (speed; faces stay large)",
     )
+    # -- admin web app (issue 7) ---------------------------------------------------------------
+    cookie_secure: bool = Field(
+        default=True,
+        description=(
+            "Send the sign-in cookie only over HTTPS. Browsers treat http://127.0.0.1 and localhost as secure, "
+            "so this stays on behind a TLS proxy and on loopback; turn it off only for a test on a plain-HTTP LAN"
+        ),
+    )
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="A web sign-in expires after this many hours"
+    )
+    login_window_s: int = Field(
+        default=900, ge=10, le=86400, description="Failed sign-ins are counted over this many seconds"
+    )
+    login_max_per_user: int = Field(
+        default=5, ge=1, le=1000, description="Failed sign-ins for one user name within the window before refusing"
+    )
+    login_max_per_address: int = Field(
+        default=20, ge=1, le=100000, description="Failed sign-ins from one address within the window before refusing"
+    )
+    # -- retention (issue 7; server/retention.py RetentionSettings holds the same fields) ----------
+    retention_entries_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36500,
+        description="Entries older than this many days are purged or anonymised (retention_mode); unset: kept",
+    )
+    retention_mode: Literal["purge", "anonymise"] = Field(
+        default="anonymise",
+        description=(
+            'What happens to old entries: "purge" deletes them; "anonymise" removes the worker and the reason\'s '
+            "names and ids but keeps the row for usage statistics"
+        ),
+    )
+    retention_snapshots_days: int | None = Field(
+        default=30, ge=1, le=3650, description="Denied-attempt snapshots older than this many days are deleted; unset: kept"
+    )
+    retention_interval_s: float = Field(
+        default=3600.0, ge=1.0, le=7 * 86400.0, description="Seconds between two retention runs (the first runs at start)"
+    )
+    retention_batch_size: int = Field(
+        default=5000, ge=10, le=100_000, description="Rows changed per transaction by retention (short locks)"
+    )
 
     @field_validator("api_token")
     @classmethod

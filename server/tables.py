@@ -93,7 +93,7 @@ class Station(Base):
     gallery_version_acked: Mapped[int] = mapped_column(BigInteger, default=0)
     agent_version: Mapped[str] = mapped_column(String(200), default="")
     outbox_depth: Mapped[int] = mapped_column(BigInteger, default=0)
-    # Sync issue (migration 0003): when the acked version arrived, and the latest heartbeat.
+    # Sync issue (migration 0002): when the acked version arrived, and the latest heartbeat.
     gallery_acked_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
     camera_state: Mapped[str | None] = mapped_column(String(32))
@@ -104,6 +104,11 @@ class Station(Base):
     outbox_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
     outbox_alarm: Mapped[bool | None] = mapped_column(Boolean)
     outbox_refused: Mapped[int | None] = mapped_column(BigInteger)
+    # Admin issue (migration 0004): what the admins set for the station.
+    time_zone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    opening_hours: Mapped[str] = mapped_column(String(100), default="24h")
+    mode: Mapped[str] = mapped_column(String(16), default="face_or_qr")
+    place: Mapped[str] = mapped_column(String(200), default="")
 
 
 class Worker(Base):
@@ -118,11 +123,16 @@ class Worker(Base):
     status: Mapped[str] = mapped_column(String(16), default=WorkerStatus.ACTIVE.value)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-    # Sync issue (migration 0003): never granted outside [valid_from, valid_until);
+    # Sync issue (migration 0002): never granted outside [valid_from, valid_until);
     # ``stations`` None = every station, else only the listed station ids.
     valid_from: Mapped[datetime | None]
     valid_until: Mapped[datetime | None]
     stations: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    # Enrollment issue (migration 0004): who the worker is, for usage reports.
+    category: Mapped[str | None] = mapped_column(String(24))
+    employer: Mapped[str | None] = mapped_column(String(100))
+    enrollment_session_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    enrolled_by: Mapped[str | None] = mapped_column(String(64))
 
     samples: Mapped[list[FaceSample]] = relationship(
         back_populates="worker", cascade="all, delete-orphan", passive_deletes=True, order_by="FaceSample.id"
@@ -196,7 +206,7 @@ class Entry(Base):
 
 
 class Credential(Base):
-    """A QR credential issued to a worker (migration 0002). The token is not stored: Ed25519 signatures are
+    """A QR credential issued to a worker (migration 0003). The token is not stored: Ed25519 signatures are
     deterministic, so the same token is signed again when it must be shown again.
 
     ``bound_version`` is the worker's gallery version at issue; stations refuse the
@@ -212,3 +222,145 @@ class Credential(Base):
     expires_at: Mapped[datetime]
     bound_version: Mapped[int] = mapped_column(BigInteger)
     revoked_at: Mapped[datetime | None]
+
+
+# -- Enrollment and admin issues (migration 0004) ---------------------------------------------
+
+WORKER_CATEGORIES = ("courier", "food_delivery", "sanitation", "designated_driver", "other")
+
+
+class Role(str, enum.Enum):
+    """What a web user may do: admins everything, staff enroll, auditors read logs and usage."""
+
+    ADMIN = "admin"
+    STAFF = "staff"
+    AUDITOR = "auditor"
+
+
+class User(Base):
+    """A person who signs in to the admin web app. No default users exist: the first admin is made by
+    ``python -m server create-admin``. ``password_hash`` is an argon2id hash (argon2-cffi)."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'staff', 'auditor')", name="role"),)
+
+    user_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(100), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(8), default="zh_CN")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored, so a leaked
+    database does not let anyone sign in. ``csrf_token`` is checked on every state-changing request."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    remote_addr: Mapped[str] = mapped_column(String(64), default="")
+
+
+class LoginAttempt(Base):
+    """A failed sign-in, for rate limiting across processes and restarts; old rows are purged."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_username_at", "username", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    remote_addr: Mapped[str] = mapped_column(String(64), default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AuditEvent(Base):
+    """One admin action: who did what to what, and when. Rows are only appended."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at_id", "at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))  # a username, or "system", "cli", "api-token"
+    action: Mapped[str] = mapped_column(String(64))  # e.g. "worker.suspend", "entries.export"
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+
+class EnrollmentSession(Base):
+    """A time and place where staff enroll workers."""
+
+    __tablename__ = "enrollment_sessions"
+
+    session_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    place: Mapped[str] = mapped_column(String(200))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    staff: Mapped[list[SessionStaff]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class SessionStaff(Base):
+    """A staff member assigned to an enrollment session."""
+
+    __tablename__ = "enrollment_session_staff"
+
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("enrollment_sessions.session_id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True)
+
+
+class Consent(Base):
+    """A worker's separate consent to face processing (PIPL art. 29), recorded before any face data.
+
+    ``allows_photo``: the worker also agreed that a small photo is kept so admins can recognise them.
+    Withdrawal (``withdrawn_at``) deletes the face data everywhere; the record itself stays as proof
+    until the worker is deleted.
+    """
+
+    __tablename__ = "consents"
+
+    consent_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.worker_id", ondelete="CASCADE"), index=True)
+    text_version: Mapped[str] = mapped_column(String(32))
+    allows_photo: Mapped[bool] = mapped_column(Boolean, default=False)
+    given_at: Mapped[datetime] = mapped_column(default=utcnow)
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    enrollment_session_id: Mapped[int | None] = mapped_column(Integer)
+    withdrawn_at: Mapped[datetime | None]
+    withdrawn_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class WorkerPhoto(Base):
+    """A small JPEG thumbnail of a worker, kept only when their consent allows it."""
+
+    __tablename__ = "worker_photos"
+
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.worker_id", ondelete="CASCADE"), primary_key=True)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EntrySnapshot(Base):
+    """A camera snapshot of a denied attempt, only from stations where snapshots are enabled; purged by
+    the retention job."""
+
+    __tablename__ = "entry_snapshots"
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(63))
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

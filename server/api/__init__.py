@@ -1,7 +1,9 @@
 """The HTTP API: ``create_app(settings)`` builds the FastAPI application.
 
-Every route under ``/api`` requires ``Authorization: Bearer <api_token>``
-except ``GET /api/health``. create_app does not migrate the database: the
+Every route under ``/api`` except ``GET /api/health`` requires either
+``Authorization: Bearer <api_token>`` (scripts; acts as an admin) or a signed-in
+browser session whose role may use the route (server/web/auth.py). The admin
+web pages are mounted on the same app (server/web). create_app does not migrate the database: the
 runtime (server.runtime) does that before it serves.
 """
 
@@ -15,7 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from core.faces import FaceEngine, FaceModelError
-from server.api.deps import AppContext, require_token
+from server.api.deps import AppContext
 from server.api.routes import entries, health, stations, workers
 from server.api.routes import sync as sync_routes
 from server.api.routes import credentials as credential_routes
@@ -25,6 +27,11 @@ from server.enrollment import PhotoEncoder
 from server.entries import InvalidCursor
 from server.errors import Conflict, NotFound
 from server.ingest import Ingest
+from server.tables import Role
+from server.web import mount_web
+from server.web.auth import api_roles
+
+ADMIN, AUDITOR, STAFF = Role.ADMIN, Role.AUDITOR, Role.STAFF
 
 __all__ = ["create_app"]
 
@@ -66,15 +73,17 @@ def create_app(
     )
     api = APIRouter(prefix="/api")
     api.include_router(health.router)
-    protected = APIRouter(dependencies=[Depends(require_token)])
-    protected.include_router(stations.router)
-    protected.include_router(workers.router)
-    protected.include_router(entries.router)
-    protected.include_router(sync_routes.router)
-    protected.include_router(credential_routes.router)
-    api.include_router(protected)
+    # Who may call what (server/web/auth.py): the bearer token acts as an admin; a signed-in
+    # browser needs the role, and the X-CSRF-Token header to change anything.
+    admin_only = [Depends(api_roles())]
+    api.include_router(stations.router, dependencies=[Depends(api_roles(read=(ADMIN, AUDITOR)))])
+    api.include_router(workers.router, dependencies=admin_only)
+    api.include_router(entries.router, dependencies=[Depends(api_roles(read=(ADMIN, AUDITOR)))])
+    api.include_router(sync_routes.router, dependencies=admin_only)
+    api.include_router(credential_routes.router, dependencies=admin_only)
     app.include_router(api)
     _add_error_handlers(app)
+    mount_web(app)
     return app
 
 

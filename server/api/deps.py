@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,16 +60,3 @@ def get_settings(ctx: ContextDep) -> ServerSettings:
 
 
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
-
-
-def require_token(ctx: ContextDep, authorization: Annotated[str | None, Header()] = None) -> None:
-    """401 unless the request carries ``Authorization: Bearer <api_token>``."""
-    scheme, _, token = (authorization or "").partition(" ")
-    expected = ctx.settings.api_token.get_secret_value().encode()
-    # compare_digest: the time taken does not reveal how much of the token matched.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="missing or wrong API token: send the header 'Authorization: Bearer <api_token>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )

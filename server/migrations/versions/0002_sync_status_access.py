@@ -3,7 +3,7 @@
 Every new column is nullable, so existing rows need no default and the
 migration is a plain ADD COLUMN on PostgreSQL (batch copy on SQLite).
 
-Revision ID: 0003_sync_status_access
+Revision ID: 0002_sync_status_access
 Revises: 0001_initial
 Create Date: 2025-11-29
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_sync_status_access"
+revision = "0002_sync_status_access"
 down_revision = "0001_initial"
 branch_labels = None
 depends_on = None

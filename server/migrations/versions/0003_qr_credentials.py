@@ -1,12 +1,7 @@
 """QR credentials: one row per credential issued to a worker (the signed token itself is not stored).
 
-Revision 0002 comes *after* 0003_sync_status_access in the chain: 0003 was
-written against 0001 before this file existed, and an Alembic history needs a
-single head. The numbers are only names; the order is 0001 -> 0003 -> 0002.
-Never point 0003 at this revision (that would be a cycle).
-
-Revision ID: 0002_qr_credentials
-Revises: 0003_sync_status_access
+Revision ID: 0003_qr_credentials
+Revises: 0002_sync_status_access
 Create Date: 2025-11-29
 """
 
@@ -15,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_qr_credentials"
-down_revision = "0003_sync_status_access"
+revision = "0003_qr_credentials"
+down_revision = "0002_sync_status_access"
 branch_labels = None
 depends_on = None
 
