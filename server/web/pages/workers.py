@@ -1,0 +1,5 @@
+"""Placeholder: the workers pages are being written."""
+
+from fastapi import APIRouter
+
+router = APIRouter(include_in_schema=False)
