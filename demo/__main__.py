@@ -151,13 +151,29 @@ def main(
         entries = _wait_for_entries(api, granted + denied, timeout=20)
         typer.echo(f"demo: {granted} granted, {denied} denied, {entries} entries recorded on the server")
         if not once:
-            typer.echo(f"\nBrowse {server.url}/api/entries with header 'Authorization: Bearer {token}'. Ctrl-C to stop.")
+            password = _demo_admin(server)
+            typer.echo(f"\nAdmin web app: {server.url}/login  user 'demo', password {password} (made for this run only)")
+            typer.echo(f"API: {server.url}/api/entries with header 'Authorization: Bearer {token}'. Ctrl-C to stop.")
             stop.wait()
     finally:
         if agent is not None:
             agent.stop()
         server.stop()
         broker.stop()
+
+
+def _demo_admin(server: ServerRuntime) -> str:
+    """A one-run admin with a random password: the repository holds no default credentials."""
+    from server import users
+    from server.db import make_sessionmaker
+    from server.tables import Role
+
+    password = secrets.token_urlsafe(12)
+    assert server.engine is not None
+    with make_sessionmaker(server.engine)() as session:
+        users.create_user(session, username="demo", password=password, role=Role.ADMIN, display_name="Demo admin")
+        session.commit()
+    return password
 
 
 def _free_port() -> int:
