@@ -126,6 +126,8 @@ class MqttLink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
+        self._client.on_connect_fail = self._on_connect_fail
+        self.connect_failures = 0
         self._subs: dict[str, tuple[int, Handler | DeferredHandler, bool]] = {}
         # Bumped on every connect: acks of deliveries from an earlier connection are not sent.
         self._generation = 0
@@ -254,12 +256,25 @@ class MqttLink:
         self.refused_reason = None
         with self._ack_lock:
             self._generation += 1
+        self.connect_failures = 0
         log.info("MQTT connected to %s:%s as %s", self.settings.host, self.settings.port, self.settings.client_id)
         for topic_filter, (qos, _handler, _deferred) in list(self._subs.items()):
             client.subscribe(topic_filter, qos=qos)
         self._connected.set()
         for cb in list(self._connect_callbacks):
             self._safely(cb)
+
+    def _on_connect_fail(self, client, userdata) -> None:  # noqa: ANN001
+        # The broker was never reached (network down, DNS, refused port, TLS handshake: wrong CA or
+        # host name). Logged on the first failure and then every 20th, so a station offline for a
+        # day does not fill its journal, yet an installer sees at once why it stays offline.
+        self.connect_failures += 1
+        if self.connect_failures == 1 or self.connect_failures % 20 == 0:
+            tls = " over TLS (check the CA file and that the host name matches the certificate)" if self.settings.tls_ca else ""
+            log.warning(
+                "cannot reach the MQTT broker at %s:%s%s; retrying (%d failed attempts)",
+                self.settings.host, self.settings.port, tls, self.connect_failures,
+            )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         was = self._connected.is_set() and self._started

@@ -116,3 +116,19 @@ def test_refused_credentials_are_not_treated_as_connected(tmp_path) -> None:  # 
     finally:
         link.stop()
         broker.stop()
+
+
+def test_an_unreachable_broker_is_logged_so_an_installer_sees_why(caplog: pytest.LogCaptureFixture) -> None:
+    from core.broker import free_port
+
+    port = free_port()  # nothing listens here
+    link = MqttLink(MqttSettings(port=port, client_id="t-nobroker", reconnect_min_s=0.1, reconnect_max_s=0.2))
+    with caplog.at_level("WARNING", logger="core.mqtt"):
+        link.start()
+        try:
+            assert _wait(lambda: link.connect_failures >= 2, timeout=15)
+        finally:
+            link.stop()
+    lines = [r.getMessage() for r in caplog.records if "cannot reach the MQTT broker" in r.getMessage()]
+    assert lines and f"127.0.0.1:{port}" in lines[0]
+    assert len(lines) < link.connect_failures or link.connect_failures == 1, "every retry logged: the journal would flood"
