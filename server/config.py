@@ -169,10 +169,16 @@ class ServerSettings(BaseSettings):
         ),
     )
     retention_snapshots_days: int | None = Field(
-        default=30, ge=1, le=3650, description="Denied-attempt snapshots older than this many days are deleted; unset: kept"
+        default=30,
+        ge=1,
+        le=3650,
+        description="Denied-attempt snapshots older than this many days are deleted; unset: kept",
     )
     retention_interval_s: float = Field(
-        default=3600.0, ge=1.0, le=7 * 86400.0, description="Seconds between two retention runs (the first runs at start)"
+        default=3600.0,
+        ge=1.0,
+        le=7 * 86400.0,
+        description="Seconds between two retention runs (the first runs at start)",
     )
     retention_batch_size: int = Field(
         default=5000, ge=10, le=100_000, description="Rows changed per transaction by retention (short locks)"

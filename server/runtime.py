@@ -1,4 +1,4 @@
-"""The whole server in one object: database, MQTT ingest and the HTTP API.
+"""The whole server in one object: database, MQTT ingest, the retention job and the HTTP API (with the admin pages).
 
 >>> with ServerRuntime(settings) as server:   # migrates, connects, serves
 ...     httpx.get(server.url + "/api/health")
@@ -28,6 +28,7 @@ from server.config import ServerSettings
 from server.db import make_engine, upgrade_database
 from server.errors import StartupError
 from server.ingest import Ingest
+from server.retention import RetentionJob
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class ServerRuntime:
         self.face_engine = face_engine
         self.engine: Engine | None = None
         self.ingest: Ingest | None = None
+        self.retention: RetentionJob | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -77,6 +79,7 @@ class ServerRuntime:
             log.warning("the HTTP API listens on %s, reachable from the network (token required)", s.http_host)
         self.ingest = Ingest(s, self.engine)
         self.ingest.start()
+        self.retention = RetentionJob(s, self.engine).start()
         app = create_app(s, ingest=self.ingest, engine=self.engine, face_engine=self.face_engine)
         # log_config=None: keep the host program's logging set-up; no websockets needed.
         config = uvicorn.Config(
@@ -118,6 +121,9 @@ class ServerRuntime:
         if self._sock is not None:
             self._sock.close()  # uvicorn closed it already unless start-up failed before it ran
             self._sock = None
+        if self.retention is not None:
+            self.retention.stop()
+            self.retention = None
         if self.ingest is not None:
             self.ingest.stop()
             self.ingest = None

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     Dialect,
     Float,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -186,6 +188,9 @@ class Entry(Base):
         Index("ix_entries_station_occurred", "station_id", "occurred_at"),
         Index("ix_entries_occurred_id", "occurred_at", "id"),
         Index("ix_entries_worker_occurred", "worker_id", "occurred_at"),
+        # Entry-log filters on a rare decision or kind (migration 0005): partial on PostgreSQL.
+        Index("ix_entries_decision_occurred", "decision", "occurred_at", "id", postgresql_where="decision <> 'granted'"),
+        Index("ix_entries_kind_occurred", "kind", "occurred_at", "id", postgresql_where="kind <> 'face' AND kind <> 'qr'"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -364,3 +369,58 @@ class EntrySnapshot(Base):
     station_id: Mapped[str] = mapped_column(String(63))
     jpeg: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+# -- Usage dashboard (migration 0006) -------------------------------------------------------------
+
+VISIT_KINDS = ("face", "qr")
+"""The kinds of entry that are visits when granted (server/usage.py)."""
+USAGE_CATEGORY_COLUMNS = {category: f"cat_{category}" for category in WORKER_CATEGORIES}
+"""The usage_counts column counting the visits of each worker category."""
+USAGE_HOUR_COLUMNS = tuple(f"visits_h{h:02d}" for h in range(24))
+"""The usage_counts columns counting the visits in each UTC hour of the day."""
+USAGE_TOTAL_COLUMNS = ("visits", "visits_qr", *USAGE_CATEGORY_COLUMNS.values(), "denied", "unknown", "spoof", "exits",
+                       "alarms")
+"""What usage_hours counts; usage_counts counts the visits per hour besides (USAGE_COUNT_COLUMNS)."""
+USAGE_COUNT_COLUMNS = (*USAGE_HOUR_COLUMNS, *USAGE_TOTAL_COLUMNS)
+
+USAGE_COUNTS = Table(
+    "usage_counts",
+    Base.metadata,
+    Column("period", String(5), primary_key=True),
+    Column("station_id", String(63), primary_key=True),
+    Column("start_s", BigInteger, primary_key=True, autoincrement=False),
+    *(Column(name, Integer, nullable=False) for name in USAGE_COUNT_COLUMNS),
+    CheckConstraint("period IN ('day', 'month')", name="period"),
+    Index("ix_usage_counts_period_start", "period", "start_s"),
+)
+"""Entries counted per station and UTC ``period`` ("day" or "month"; ``start_s``: its start in seconds since
+1970), and per day over all stations (``station_id`` ""), for the usage dashboard (server/usage.py). Only
+written by database triggers on ``entries`` (migration 0006), in the same transaction as each insert, so
+every way of storing entries counts. A visit is a granted face or QR entry; ``visits_hNN`` are the visits
+in UTC hour NN; ``cat_*`` count visits by the worker's category at the time (``visits`` minus their sum:
+no category). Rows are never decremented: the counts hold no personal data and outlive the entries'
+retention."""
+
+USAGE_HOURS = Table(
+    "usage_hours",
+    Base.metadata,
+    Column("hour_s", BigInteger, primary_key=True, autoincrement=False),
+    Column("station_id", String(63), primary_key=True),
+    *(Column(name, Integer, nullable=False) for name in USAGE_TOTAL_COLUMNS),
+)
+"""The same counts per station and UTC hour (``hour_s``: its start), kept by the same triggers: the hours at the
+ends of a range that are not whole UTC days (a day in Shanghai starts at 16:00 UTC)."""
+
+
+class UsageVisitor(Base):
+    """Each worker's first and last visit, at each station and (``station_id`` "") at any; kept by the
+    same triggers. Counting unique workers in a range reads these instead of the entries (server/usage_workers.py)."""
+
+    __tablename__ = "usage_visitors"
+    __table_args__ = (Index("ix_usage_visitors_station_last", "station_id", "last_visit_at", "first_visit_at"),)
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    station_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    first_visit_at: Mapped[datetime]
+    last_visit_at: Mapped[datetime]

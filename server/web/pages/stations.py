@@ -1,5 +1,206 @@
-"""Placeholder: the stations pages are being written."""
+"""The stations pages: the list (/stations) and one station (/stations/{id}); auditors read, admins change.
 
-from fastapi import APIRouter
+Admins register a station (POST /stations) and get its provisioning bundle
+(broker credentials and edge config, see station_views.py) as a one-time
+download; they can also give a station new credentials (POST
+/stations/{id}/provision: the old password stops working once the broker has
+reloaded its password file) and edit its name, place, time zone, opening
+hours and access mode (POST /stations/{id}). Every change is audited. Times
+are shown in the station's own time zone.
+"""
 
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+
+from core.i18n import DEFAULT_TIME_ZONE, is_time_zone, translator
+from models.topics import check_station_id
+from server import audit
+from server.errors import Conflict
+from server.gallery import latest_version
+from server.provision import ProvisionError
+from server.stations import list_stations, register_station
+from server.tables import Entry, Role, Station, Worker
+from server.web.auth import PageUser, require_role
+from server.web.pages.station_views import (
+    ALARMS,
+    BUNDLES,
+    CAMERA_STATES,
+    DECISIONS,
+    DOOR_STATES,
+    KINDS,
+    MODES,
+    make_bundle,
+    station_views,
+    valid_opening_hours,
+)
+from server.web.templating import N_, render
+
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
+Reader = Annotated[PageUser, Depends(require_role(Role.ADMIN, Role.AUDITOR))]
+Admin = Annotated[PageUser, Depends(require_role(Role.ADMIN))]
+RECENT_EVENTS = 50
+EDITABLE = ("name", "place", "time_zone", "opening_hours", "mode")
+Text = Annotated[str, Form(max_length=200)]
+NO_STATION = N_("There is no station with this ID.")
+
+
+def _check(values: dict[str, str]) -> list[str]:
+    """The problems with a station's settings, in English (message ids)."""
+    problems = []
+    if not values["name"] or len(values["name"]) > 100:
+        problems.append(N_("Give the station a name (at most 100 characters)."))
+    if not is_time_zone(values["time_zone"]):
+        problems.append(N_("Unknown time zone: use a name like Asia/Shanghai or Asia/Urumqi."))
+    if not valid_opening_hours(values["opening_hours"]):
+        problems.append(N_("Opening hours: write 24h, or times like 06:00-22:00 (several separated by commas)."))
+    if values["mode"] not in MODES:
+        problems.append(N_("Unknown access mode."))
+    return problems
+
+
+def _list_page(request: Request, user: PageUser, *, code: int = 200, problems: list[str] | None = None,
+               new: dict[str, str] | None = None) -> Response:
+    tr = translator(user.language)
+    with request.app.state.ctx.sessions() as session:
+        views = station_views(session, list(list_stations(session=session)), latest_version(session=session))
+    return render(request, "stations.html", status_code=code, views=views, modes=MODES, alarm_labels=ALARMS,
+                  cameras=CAMERA_STATES,
+                  problems=[tr.gettext(p) for p in problems or []], default_zone=DEFAULT_TIME_ZONE,
+                  new=new or {"station_id": "", "name": "", "place": "", "time_zone": DEFAULT_TIME_ZONE,
+                              "opening_hours": "24h", "mode": "face_or_qr"})
+
+
+@router.get("/stations")
+def stations_page(request: Request, user: Reader) -> Response:
+    return _list_page(request, user)
+
+
+@router.post("/stations")
+def register(
+    request: Request, user: Admin, station_id: Annotated[str, Form(max_length=63)], name: Text, place: Text = "",
+    time_zone: Text = DEFAULT_TIME_ZONE, opening_hours: Text = "24h", mode: Text = "face_or_qr",
+) -> Response:
+    values = {"station_id": station_id.strip(), "name": name.strip(), "place": place.strip(),
+              "time_zone": time_zone.strip(), "opening_hours": opening_hours.strip(), "mode": mode.strip()}
+    problems = _check(values)
+    try:
+        check_station_id(values["station_id"])
+    except ValueError:
+        problems.insert(0, N_(
+            "Station ID: 1 to 63 lower-case letters, digits, hyphens and underscores, starting with a letter or digit."
+        ))
+    ctx = request.app.state.ctx
+    if not problems:
+        with ctx.sessions() as session:
+            try:
+                station = register_station(session=session, station_id=values["station_id"], name=values["name"])
+            except Conflict:
+                problems.append(N_("A station with this ID is registered already."))
+            else:
+                for field in EDITABLE:
+                    setattr(station, field, values[field])
+                audit.record(session, actor=user.actor, action="station.register", target=station.station_id,
+                             detail={k: values[k] for k in EDITABLE})
+                session.commit()
+    if problems:
+        return _list_page(request, user, code=status.HTTP_400_BAD_REQUEST, problems=problems, new=values)
+    return _provision(request, user, values["station_id"], first=True)
+
+
+@router.post("/stations/{station_id}/provision")
+def provision(request: Request, user: Admin, station_id: str) -> Response:
+    """New broker credentials for the station (the bundle comes as a one-time download)."""
+    return _provision(request, user, station_id, first=False)
+
+
+def _provision(request: Request, user: PageUser, station_id: str, *, first: bool) -> Response:
+    ctx = request.app.state.ctx
+    with ctx.sessions() as session:
+        station = session.get(Station, station_id)
+        if station is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, translator(user.language).gettext(NO_STATION))
+        try:
+            bundle = make_bundle(ctx.settings, station_id, station.name)
+        except ProvisionError as err:
+            log.warning("provisioning station %s failed: %s", station_id, err)
+            return _station_page(request, user, station_id, provision_error=str(err), code=status.HTTP_409_CONFLICT)
+        audit.record(session, actor=user.actor, action="station.provision", target=station_id,
+                     detail={"new_station": first, "password_file": str(ctx.settings.mqtt_password_file)})
+        session.commit()
+    token = BUNDLES.put(station_id, bundle)
+    return RedirectResponse(f"/stations/{station_id}?bundle={token}", status_code=status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/stations/{station_id}/bundle/{token}")
+def download_bundle(request: Request, user: Admin, station_id: str, token: str) -> Response:
+    data = BUNDLES.take(station_id, token)
+    if data is None:
+        tr = translator(user.language)
+        raise HTTPException(status.HTTP_410_GONE, tr.gettext(
+            "This download was used already or has expired. Give the station new credentials to get a new one."))
+    with request.app.state.ctx.sessions() as session:
+        audit.record(session, actor=user.actor, action="station.bundle_download", target=station_id)
+        session.commit()
+    return Response(data, media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{station_id}-provisioning.zip"', "Cache-Control": "no-store"})
+
+
+@router.get("/stations/{station_id}")
+def station_page(request: Request, user: Reader, station_id: str, bundle: str = "", saved: int = 0) -> Response:
+    return _station_page(request, user, station_id, bundle=bundle, saved=bool(saved))
+
+
+@router.post("/stations/{station_id}")
+def edit(
+    request: Request, user: Admin, station_id: str, name: Text, place: Text = "", time_zone: Text = DEFAULT_TIME_ZONE,
+    opening_hours: Text = "24h", mode: Text = "face_or_qr",
+) -> Response:
+    values = {"name": name.strip(), "place": place.strip(), "time_zone": time_zone.strip(),
+              "opening_hours": opening_hours.strip(), "mode": mode.strip()}
+    problems = _check(values)
+    if problems:
+        return _station_page(request, user, station_id, problems=problems, form=values,
+                             code=status.HTTP_400_BAD_REQUEST)
+    with request.app.state.ctx.sessions() as session:
+        station = session.get(Station, station_id)
+        if station is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, translator(user.language).gettext(NO_STATION))
+        changes = {f: [getattr(station, f), values[f]] for f in EDITABLE if getattr(station, f) != values[f]}
+        if changes:
+            for field, (_old, new) in changes.items():
+                setattr(station, field, new)
+            audit.record(session, actor=user.actor, action="station.edit", target=station_id, detail=changes)
+            session.commit()
+    return RedirectResponse(f"/stations/{station_id}?saved=1", status_code=status.HTTP_303_SEE_OTHER)
+
+
+def _station_page(request: Request, user: PageUser, station_id: str, *, bundle: str = "", saved: bool = False,
+                  problems: list[str] | None = None, form: dict[str, str] | None = None, provision_error: str = "",
+                  code: int = 200) -> Response:
+    tr = translator(user.language)
+    with request.app.state.ctx.sessions() as session:
+        station = session.get(Station, station_id)
+        if station is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, tr.gettext(NO_STATION))
+        view = station_views(session, [station], latest_version(session=session))[0]
+        events = session.execute(
+            select(Entry, Worker.name).outerjoin(Worker, Worker.worker_id == Entry.worker_id)
+            .where(Entry.station_id == station_id).order_by(Entry.occurred_at.desc(), Entry.id.desc())
+            .limit(RECENT_EVENTS)
+        ).all()
+    waiting = bool(bundle) and BUNDLES.waiting(station_id, bundle)
+    return render(
+        request, "station.html", status_code=code, v=view, st=station, events=events, modes=MODES, kinds=KINDS,
+        decisions=DECISIONS,
+        alarm_labels=ALARMS, cameras=CAMERA_STATES, doors=DOOR_STATES, bundle=bundle if waiting else "",
+        bundle_gone=bool(bundle) and not waiting, saved=saved,
+        problems=[tr.gettext(p) for p in problems or []], provision_error=provision_error,
+        form=form or {f: getattr(station, f) for f in EDITABLE},
+    )
