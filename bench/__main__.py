@@ -6,6 +6,7 @@ Commands (each module has a ``main(argv) -> int``; ``--help`` on any of them):
     matcher    1:N matching time with 100,000 enrolled
     liveness   the liveness study (bench/liveness_study.py)
     sync       sync: ingest, snapshot, deletion reach, outbox drain (bench/sync_bench.py)
+    admin      the admin app on 1,000,000 entries in PostgreSQL (bench/admin.py)
 
 With no command, or when the first argument is an option, ``pipeline`` runs:
 ``./run bench --quick`` is ``./run bench pipeline --quick``. Add a command by
@@ -26,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "matcher": ("bench.matcher_bench", "1:N matching time with 100,000 enrolled"),
     "liveness": ("bench.liveness_study", "does liveness pass real people and reject held photos"),
     "sync": ("bench.sync_bench", "ingest (PostgreSQL, SQLite), snapshot, deletion to 50 stations, outbox drain"),
+    "enroll": ("bench.enroll_time", "time from camera start to a saved enrollment on a real server"),
+    "enroll-quality": ("bench.enroll_quality", "enrollment quality checks on real and spoiled photos"),
+    "admin": ("bench.admin", "entry-log pages, dashboard and CSV export on 1,000,000 entries in PostgreSQL"),
 }
 DEFAULT = "pipeline"
 

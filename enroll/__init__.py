@@ -1,5 +1,8 @@
-"""Enrollment tools for staff: turn photos into face encodings and register workers.
+"""Enrollment tools for staff: consent first, then photos or a camera, checked by the server.
 
-Photos are decoded and encoded on the staff member's machine; only the
-encodings (128 numbers per sample) travel to the server, never the photos.
+Photos (files, camera frames) are sent to the server's enrollment API, which
+alone judges their quality, makes the face templates and checks for a face
+enrolled under another name, so the command line and the web page give the
+same verdict. The server keeps the encodings; it keeps a small thumbnail only
+when the worker's consent allows it, and never the photos themselves.
 """

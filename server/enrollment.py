@@ -16,12 +16,14 @@ plain per-photo encodings would need other values.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
 from core.faces import FaceEngine, FaceError
-from core.imaging import ImageError
-from core.templates import enroll_photo
+from core.imaging import ImageError, fit_within, load_image
+from core.quality import QualityReport, QualitySettings, assess
+from core.templates import Template, enroll_photo, photo_template
 
 
 class PhotoRejected(ValueError):
@@ -31,6 +33,17 @@ class PhotoRejected(ValueError):
         super().__init__(f"photo {filename!r} was refused: {reason}")
         self.filename = filename
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class CheckedPhoto:
+    """A decoded photo (shrunk to the encoder's ``max_side``), its quality report and, when the
+    report is ok, its template (None if the template could not be made: ``template_error`` says why)."""
+
+    image: np.ndarray
+    report: QualityReport
+    template: Template | None
+    template_error: FaceError | None = None
 
 
 class PhotoEncoder:
@@ -67,3 +80,20 @@ class PhotoEncoder:
                 raise PhotoRejected(filename, str(err).replace("the upload", "the file")) from err
             except FaceError as err:
                 raise PhotoRejected(filename, str(err)) from err
+
+    def check(self, data: bytes, settings: QualitySettings | None = None) -> CheckedPhoto:
+        """Decode (ImageError), check the quality (core.quality) and, if it passes, make the template.
+
+        The enrollment API's path for one sample (server/enrolling.check_sample):
+        the quality checks see the same shrunk photo the template is made from.
+        """
+        engine = self.engine
+        image, _scale = fit_within(load_image(data), self.max_side)
+        with self._lock:
+            report = assess(engine, image, settings)
+            if not report.ok:
+                return CheckedPhoto(image, report, None)
+            try:
+                return CheckedPhoto(image, report, photo_template(engine, image))
+            except FaceError as err:
+                return CheckedPhoto(image, report, None, err)

@@ -87,18 +87,37 @@ def enroll_worker(
     vectors: Sequence[np.ndarray],
     model_id: str,
     phone: str | None = None,
+    worker_id: str | None = None,
+    category: str | None = None,
+    employer: str | None = None,
+    valid_until: datetime | None = None,
+    enrollment_session_id: int | None = None,
+    enrolled_by: str | None = None,
+    related_rows: Sequence[object] = (),
 ) -> tuple[Worker, GalleryChange]:
-    """Create a worker with their face encodings and append an upsert change."""
+    """Create a worker with their face encodings and append an upsert change.
+
+    ``related_rows`` (e.g. the worker's consent and photo, which refer to
+    ``worker_id``, default a new random id) are added once the worker's row
+    exists and committed in the same transaction (server/enrolling.py).
+    """
     if not 1 <= len(vectors) <= MAX_ENCODINGS_PER_WORKER:
         raise ValueError(f"a worker has 1 to {MAX_ENCODINGS_PER_WORKER} encodings, got {len(vectors)}")
     blobs = [vector_to_bytes(v) for v in vectors]
     if phone is not None and session.scalar(select(Worker.worker_id).where(Worker.phone == phone)) is not None:
         raise Conflict(f"a worker with phone number {phone} is already enrolled")
-    worker = Worker(worker_id=uuid.uuid4().hex, name=name, phone=phone, status=WorkerStatus.ACTIVE.value)
+    worker = Worker(
+        worker_id=worker_id or uuid.uuid4().hex, name=name, phone=phone, status=WorkerStatus.ACTIVE.value,
+        category=category, employer=employer, valid_until=valid_until,
+        enrollment_session_id=enrollment_session_id, enrolled_by=enrolled_by,
+    )
     worker.samples = [FaceSample(model_id=model_id, vector=blob) for blob in blobs]
     session.add(worker)
     try:
         session.flush()
+        if related_rows:  # after the worker's row: they refer to it (the ORM does not order them otherwise)
+            session.add_all(related_rows)
+            session.flush()
         version = _append_change(session, GalleryOp.UPSERT, worker.worker_id)
         session.commit()
     except IntegrityError as err:  # a concurrent enrollment took the phone number

@@ -21,6 +21,7 @@ from server.api.deps import AppContext
 from server.api.routes import entries, health, stations, workers
 from server.api.routes import sync as sync_routes
 from server.api.routes import credentials as credential_routes
+from server.api.routes import enrollment as enrollment_routes
 from server.config import ServerSettings
 from server.db import make_engine, make_sessionmaker
 from server.enrollment import PhotoEncoder
@@ -81,6 +82,8 @@ def create_app(
     api.include_router(entries.router, dependencies=[Depends(api_roles(read=(ADMIN, AUDITOR)))])
     api.include_router(sync_routes.router, dependencies=admin_only)
     api.include_router(credential_routes.router, dependencies=admin_only)
+    staff = (ADMIN, STAFF)
+    api.include_router(enrollment_routes.router, dependencies=[Depends(api_roles(read=staff, write=staff))])
     app.include_router(api)
     _add_error_handlers(app)
     mount_web(app)

@@ -317,7 +317,10 @@ def test_the_deploy_config_is_accepted_by_mosquitto(tmp_path: Path, broker: Brok
     (tmp_path / "persist").mkdir()
     text = text.replace("listener 8883\n", f"listener {tls_port} 127.0.0.1\n")
     text = text.replace("listener 1883 127.0.0.1", f"listener {plain_port} 127.0.0.1")
-    text = text.replace("persistence_location /var/lib/mosquitto/", f"persistence_location {tmp_path}/persist/")
+    # Debian's main mosquitto.conf sets persistence_location; ours must not repeat it (mosquitto
+    # refuses a duplicate), so this stand-alone run sets it, or the broker would write into the cwd.
+    assert "persistence_location" not in text
+    text += f"\npersistence_location {tmp_path}/persist/\n"
     settings_lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert not [line for line in settings_lines if "/etc/" in line or "/var/" in line]
     user = "user root\n" if os.geteuid() == 0 else ""
