@@ -48,6 +48,14 @@ class MqttConfig(BaseModel):
         default=50, ge=1, le=1000, description="Entry events published and not yet acknowledged, at most."
     )
 
+    @field_validator("tls_ca")
+    @classmethod
+    def _ca_exists(cls, value: Path | None) -> Path | None:
+        # Named here, exit 2: a missing CA file must not become a traceback that systemd retries forever.
+        if value is not None and not value.is_file():
+            raise ValueError(f"CA certificate {value} does not exist (copy ca.crt from the station's bundle)")
+        return value
+
 
 class CameraConfig(BaseModel):
     model_config = _STRICT

@@ -136,3 +136,13 @@ def test_check_config_cli(tmp_path: Path) -> None:
 
     done = run_cli("check-config", str(good), env={"WAYSTATION_EDGE_MQTT__PORT": "99999"})
     assert done.returncode == 2 and "ConfigError: mqtt.port: '99999':" in done.stderr
+
+
+def test_a_missing_ca_file_is_a_named_config_error(tmp_path: Path) -> None:
+    """A station whose bundle lacks ca.crt must exit 2 naming the key, not crash in the TLS set-up."""
+    from edge.config import EdgeSettings
+    from edge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        EdgeSettings.build(station_id="s1", data_dir=tmp_path, mqtt={"tls_ca": str(tmp_path / "missing.crt")})
+    assert "mqtt.tls_ca" in str(err.value) and "does not exist" in str(err.value)
