@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from core.broker import EmbeddedBroker
-from tests.support.browser import browser, web  # noqa: F401 - fixtures for the real-browser tests
+from tests.support.browser import browser, playwright, web  # noqa: F401 - fixtures for the real-browser tests
 from tests.support.services import Mosquitto, faces_dir
 
 

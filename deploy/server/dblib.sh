@@ -20,7 +20,7 @@ _SETTINGS_PY='
 import sys
 from pathlib import Path
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from server.config import ServerSettings
 s = ServerSettings.load(Path(sys.argv[1]))
 url = make_url(s.resolved_database_url)
@@ -37,7 +37,10 @@ if sys.argv[2] == "revision":
 kind = url.get_backend_name()
 print(kind)
 print(s.data_dir.resolve())
-print(url.database if kind == "sqlite" else url.set(drivername="postgresql", password=None).render_as_string())
+# URL.set() ignores None, so set(password=None) would keep the password (rendered "***", which
+# libpq then sends instead of PGPASSWORD): build the password-less URI afresh.
+bare = URL.create("postgresql", username=url.username, host=url.host, port=url.port, database=url.database, query=url.query)
+print(url.database if kind == "sqlite" else bare.render_as_string())
 print(url.password or "")
 '
 

@@ -96,17 +96,24 @@ def web_settings(tmp_path: Path, broker: Mosquitto, **overrides: Any) -> ServerS
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session (each test gets its own contexts)."""
+def playwright() -> Iterator[Any]:
+    """The one Playwright driver of the session: its sync API cannot be started twice in one thread,
+    so every browser (the shared one, the fake-camera one) is launched from this."""
     need(CHROMIUM.exists(), "Debian's chromium at /usr/bin/chromium (apt install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Any) -> Iterator[Any]:
+    """One headless Chromium for the whole session (each test gets its own contexts)."""
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    try:
+        yield chromium
+    finally:
+        chromium.close()
 
 
 @pytest.fixture

@@ -51,23 +51,19 @@ def write_y4m(path: Path, rgb: Any, frames: int = 15, fps: int = 15) -> Path:
 
 
 @pytest.fixture(scope="module")
-def camera_browser(tmp_path_factory: pytest.TempPathFactory, faces: Path) -> Iterator[Any]:
+def camera_browser(playwright: Any, tmp_path_factory: pytest.TempPathFactory, faces: Path) -> Iterator[Any]:
     """Chromium with a fake camera showing Lin-Manuel Miranda's portrait at a 640x480 door camera's framing."""
-    need(CHROMIUM.exists(), "Debian's chromium at /usr/bin/chromium (apt install chromium)")
-    from playwright.sync_api import sync_playwright
-
     frame = camera_frame(load_image(faces / EX / "lin_manuel_miranda/lin-manuel-miranda.png"), 640, 480)
     clip = write_y4m(tmp_path_factory.mktemp("camera") / "worker.y4m", frame)
     args = CHROMIUM_ARGS + [
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-video-capture={clip}",
     ]
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+    try:
+        yield chromium
+    finally:
+        chromium.close()
 
 
 @pytest.fixture
