@@ -126,9 +126,11 @@ fi
 
 # -- 4. station configuration ---------------------------------------------------------------------
 step "4/7 station configuration"
-check_config() {  # FILE ENV_FILE: the agent's own validation, as the service user, with the bundle's environment
+check_config() {  # FILE ENV_FILE [CA]: the agent's own validation, as the service user, with the bundle's environment
     (
         export_env_file "$2"
+        # A staged bundle's CA is not at its final path yet: check the config against the staged copy.
+        [ -n "${3:-}" ] && export WAYSTATION_EDGE_MQTT__TLS_CA="$3"
         cd "$DATA_DIR"
         PYTHONPATH="$APP" runuser -u "$SERVICE_USER" -- "$VENV/bin/python" -m edge check-config "$1"
     )
@@ -146,7 +148,9 @@ if [ -n "$bundle" ]; then
             --ca "$CONF_DIR/ca.crt" --have-ca "$([ -f "$stage/ca.crt" ] && echo yes || echo no)" --data-dir "$DATA_DIR"; then
         die "$EXIT_BAD_BUNDLE" "the bundle's station.yaml cannot be used (see above); nothing in $CONF_DIR was changed"
     fi
-    if ! check_config "$stage/station.yaml" "$stage/station.env"; then
+    staged_ca=""
+    [ -f "$stage/ca.crt" ] && staged_ca="$stage/ca.crt"
+    if ! check_config "$stage/station.yaml" "$stage/station.env" "$staged_ca"; then
         die "$EXIT_BAD_BUNDLE" "the bundle's station.yaml was refused by check-config (the lines above name each key); nothing in $CONF_DIR was changed"
     fi
     for f in station.yaml station.env ca.crt; do
