@@ -100,16 +100,55 @@ def _agent_every_frame(engine: Any, gallery: Any, clip: Path, fps: float, max_fr
     from edge.replay import Replay
 
     replay = Replay(EdgeSettings(station_id="bench"), engine, gallery)
-    ms, decisions = [], []
+    ms, cpu_ms, decisions = [], [], []
     for index, bgr in _frames(clip, max_frames):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         verdict = replay.step(bgr_to_rgb(bgr), index / fps)
         ms.append((time.perf_counter() - started) * 1000.0)
+        cpu_ms.append((time.process_time() - cpu) * 1000.0)
         if verdict is not None:
             decisions.append(_verdict(verdict, index))
     counts = replay.pipeline.counts
-    return {"frames": len(ms), "ms": ms, "encodings": counts["encodings"], "decisions": decisions,
+    return {"frames": len(ms), "ms": ms, "cpu_ms": cpu_ms, "encodings": counts["encodings"], "decisions": decisions,
             "searches": dict(counts)}
+
+
+def _first_seen(engine: Any, clip: Path, fps: float, starts: list[int], max_frames: int | None) -> dict[int, int]:
+    """For each visit's first frame (the agent's, every frame processed), the person's first frame.
+
+    The agent may find a face a few frames after it appears (with nobody in
+    view it searches only when the picture changed, and at most every
+    ``detection.idle_interval_s``). So that this never shortens the measured
+    decision time, the clock starts at the earliest frame of the unbroken run
+    of frames, ending at the visit's start, in which a whole-frame search at
+    the shipped detection settings finds a face the policy would use. Not timed.
+    """
+    from core.imaging import bgr_to_rgb, to_gray
+    from edge.config import EdgeSettings
+
+    settings = EdgeSettings(station_id="bench")
+    min_px = settings.policy.min_face_px
+    lookback = int(round(fps * 2.0))  # a visit is never found later than this by the agent
+    wanted = {s for start in starts for s in range(max(0, start - lookback), start)}
+    grays: dict[int, Any] = {}
+    for index, bgr in _frames(clip, max_frames):
+        if index in wanted:
+            grays[index] = to_gray(bgr_to_rgb(bgr))
+        if index >= max(starts, default=-1):
+            break
+    detection = settings.detection
+
+    def usable_face(index: int) -> bool:
+        found = engine.detect(grays[index], scale=detection.scale, upsample=detection.upsample)
+        return any(b.size >= min_px for b in found)
+
+    out = {}
+    for start in starts:
+        first = start
+        while first - 1 in grays and usable_face(first - 1):
+            first -= 1
+        out[start] = first
+    return out
 
 
 def _agent_live(engine: Any, gallery: Any, clip: Path, fps: float, max_frames: int | None) -> dict[str, Any]:
@@ -150,17 +189,18 @@ def _reference(engine: Any, names: list[str], vectors: Any, clip: Path, max_fram
     from bench.reference_pipeline import UNKNOWN, ReferencePipeline
 
     ref = ReferencePipeline(engine, names, vectors, scale=scale)
-    ms, named, faces_seen = [], {}, 0
+    ms, cpu_ms, named, faces_seen = [], [], {}, 0
     for index, bgr in _frames(clip, max_frames):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = ref.process(bgr)
         ms.append((time.perf_counter() - started) * 1000.0)
+        cpu_ms.append((time.process_time() - cpu) * 1000.0)
         if result is not None:
             faces_seen += len(result.names)
             for name in result.names:
                 if name != UNKNOWN:
                     named.setdefault(name, []).append(index)
-    return {"frames": len(ms), "ms": ms, "encodings": ref.encodings_computed, "faces": faces_seen,
+    return {"frames": len(ms), "ms": ms, "cpu_ms": cpu_ms, "encodings": ref.encodings_computed, "faces": faces_seen,
             "named": {k: {"frames": len(v), "first": v[0]} for k, v in named.items()}}
 
 
@@ -193,6 +233,9 @@ def run(argv: list[str]) -> dict[str, Any]:
         if ns.pipeline == "agent":
             result = _agent_every_frame(engine, gallery, clip, fps, ns.max_frames)
             result["live"] = _agent_live(engine, gallery, clip, fps, ns.max_frames)
+            starts = sorted({int(round(d["visit_started_at"] * fps)) for d in result["decisions"]})
+            first = _first_seen(engine, clip, fps, starts, ns.max_frames)
+            result["first_seen"] = [[start / fps, first[start] / fps] for start in starts]
         else:
             result = _reference(engine, names, vectors, clip, ns.max_frames, ns.reference_scale)
         result["fps"] = fps

@@ -36,6 +36,10 @@ class Match:
 
 NO_MATCH = Match(None, float("inf"), None, float("inf"))
 
+DEFAULT_THRESHOLD = 0.56
+"""The door's match threshold (edge.policy.PolicyConfig.threshold's default), chosen with
+``./run evaluate`` for template enrollment; the server's duplicate check uses the same number."""
+
 
 class Gallery:
     """Enrolled encodings, ``(N, 128) float32``, with the identity of each row."""

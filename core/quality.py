@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from core.faces import Box, FaceEngine, MultipleFaces
 from core.imaging import fit_within, flip_horizontal, resize, sharpness, to_gray
 from core.templates import MAX_SIDE, UPSAMPLE, enrollment_face
-from edge.liveness import face_shape, landmark_points
+from core.landmarks import face_shape, landmark_points
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,9 @@ Door events that are not faces come in beside the frames: the exit button,
 door contact and tamper switch through edge.inputs.DoorWatch (its own
 thread), QR credentials through edge.qr.QrAccess (on the frame loop, per
 ``access.mode``). Every one of them that matters becomes an entry event.
+Where a QR grant meets the face path (mode ``face_or_qr``), the gate decides:
+one visit lets a worker in once, by whichever way came first
+(:meth:`edge.gate.DoorGate.grant_elsewhere`).
 
 The door works from the local enrollment cache from the first frame on; MQTT
 only has to be up for new enrollments to arrive and for entries to leave the
@@ -85,6 +88,7 @@ class EdgeAgent:
         self.watch: DoorWatch | None = None
         self.access: QrAccess | None = None
         self._claim: tuple[Claim, DoorGate] | None = None  # qr_then_face: the claim and its own fresh gate
+        self._claim_gate: DoorGate | None = None  # the gate of the claim decided last (its liveness evidence)
         self.sync: StationSync | None = None
         self.pipeline: FramePipeline | None = None
         # Policy and liveness judge on the frames' own timestamps (see the module docstring).
@@ -173,13 +177,13 @@ class EdgeAgent:
         if step.face_gallery is None:
             return None
         if step.claim is not None:
-            verdict = self._verify_claim(step, frame)
+            verdict, gate = self._verify_claim(step, frame), self._claim_gate
             kind = EventKind.QR
         else:
-            verdict = run_frame(self.pipeline, self.gate, frame.rgb, frame.t)
+            verdict, gate = run_frame(self.pipeline, self.gate, frame.rgb, frame.t), self.gate
             kind = EventKind.FACE
         if verdict is not None:
-            self._act(verdict, kind)
+            self._act(verdict, kind, gate.liveness_scores() if gate is not None else None)
         return verdict
 
     def _health(self) -> dict[str, str]:
@@ -222,7 +226,7 @@ class EdgeAgent:
         self.stop()
 
     # -- decisions ------------------------------------------------------------------
-    def _act(self, verdict: Verdict, kind: EventKind = EventKind.FACE) -> None:
+    def _act(self, verdict: Verdict, kind: EventKind = EventKind.FACE, liveness: dict[str, Any] | None = None) -> None:
         assert self.door is not None and self.sync is not None
         if self._stop.is_set():
             # Fail-secure: once stopping, nothing opens the door (and nothing is recorded as if it had).
@@ -259,6 +263,7 @@ class EdgeAgent:
                     second_distance=_score(verdict.second_distance),
                     frames=min(verdict.frames, 10_000),
                     face_px=min(verdict.face_px, 100_000),
+                    **(liveness or {}),
                 ),
                 decision_ms=min(max(decided_ms, 0.0), _MAX_DECISION_MS),
                 gallery_version=self.holder.gallery.version,
@@ -275,10 +280,11 @@ class EdgeAgent:
             # A fresh policy and liveness check per claim: a visit or cooldown from before must not count.
             gate = DoorGate(self.settings.policy, self.settings.liveness, clock=lambda: self._frame_t)
             self._claim = (step.claim, gate)
-        gate = self._claim[1]
+        gate = self._claim_gate = self._claim[1]
         # As edge.pipeline.run_frame, with the one-worker gallery.
         face = self.pipeline.analyse(
-            frame.rgb, t=frame.t, encode=gate.wants_encoding, landmarks=gate.wants_landmarks, gallery=step.face_gallery
+            frame.rgb, t=frame.t, encode=gate.wants_encoding, landmarks=gate.wants_landmarks, gallery=step.face_gallery,
+            eye_upscale_px=gate.eye_upscale_px,
         )
         verdict = gate.observe(face)
         if verdict is None:
@@ -295,6 +301,15 @@ class EdgeAgent:
         assert self.door is not None and self.sync is not None
         if self._stop.is_set():
             return
+        if decision.open_door and decision.worker_id is not None:
+            # The face path may have let this worker in during this visit, or be about to: one visit, one entry.
+            admit = self.gate.grant_elsewhere(decision.worker_id)
+            if not admit.open_door:
+                self.counts["qr_same_visit"] += 1
+                log.info("qr granted %s: not acted on, %s", decision.worker_id, admit.reason)
+                return
+            if not admit.record:
+                decision = replace(decision, record=False, reason=f"{decision.reason} ({admit.reason})"[:200])
         if decision.open_door:
             self.door.grant()
         else:

@@ -103,8 +103,8 @@ class DetectionConfig(BaseModel):
     )
     rescan_s: float = Field(
         default=0.5, ge=0.0, le=10.0,
-        description="While a face is followed, the whole frame is searched again this often (a closer person is "
-        "noticed); 0 searches the whole frame every time.",
+        description="While a face is followed, the whole frame is looked at again this often, so that a clearly "
+        "closer person is noticed (at the smallest scale that still finds one); 0: on every frame.",
     )
     idle_change: float = Field(
         default=0.002, ge=0.0, le=1.0,

@@ -44,6 +44,18 @@ match when that copy cannot vote (the visit is granted, or the match is far):
 the face counts as still there, and a stranger is denied as soon as before.
 Landmarks are computed while liveness is undecided.
 
+Two ways in, one entry (station mode ``face_or_qr``): a QR credential that
+lets a worker in is announced with :meth:`DoorGate.grant_elsewhere`. Within
+one visit a worker is let in once, by whichever way came first: the face path
+does not grant a worker the credential let in during the current visit (or
+one starting within ``visit_gap_s`` of it), a face grant held for liveness is
+dropped, and a credential for a worker whose face already opened the door in
+this visit neither opens it again nor is recorded. Grants by either way share
+the policy's cooldown for what is recorded. Other workers are not affected.
+
+Every verdict comes with the liveness evidence it rests on
+(:attr:`DoorGate.evidence`), for the entry's scores.
+
 Cooldown: the policy counts a grant it issued as the worker's last recorded
 entry even when the gate turned it into a spoof. So that the audit log does
 not lose the worker's real entry that follows, a grant the policy marks "within
@@ -53,7 +65,7 @@ cooldown" is recorded anyway when the worker's last recorded event here was a sp
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from core.matcher import Match
@@ -76,6 +88,15 @@ SLOW_EVERY = 3
 _NO_VISIT = LivenessResult(LivenessState.PENDING, "no visit", 0, 0.0, 0, 0.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the door does with a grant made by another way in (a QR credential); see grant_elsewhere."""
+
+    open_door: bool
+    record: bool
+    reason: str
+
+
 class DoorGate:
     """Policy verdicts and liveness results in, door verdicts out; see the module docstring."""
 
@@ -85,7 +106,11 @@ class DoorGate:
         self.liveness = LivenessChecker(liveness, clock)
         self.abandoned = 0
         self.spoofs = 0
+        self.merged = 0  # grants not given because the other way in already let the worker in this visit
+        self.evidence: LivenessResult | None = None
+        """The liveness result the latest verdict rests on (None before a face of its visit was seen)."""
         self._spoofed: set[str] = set()  # workers whose last recorded event here is a spoof
+        self._elsewhere: dict[str, float] = {}  # worker -> when another way in let them in
         self._new_visit()
 
     def _new_visit(self) -> None:
@@ -96,6 +121,7 @@ class DoorGate:
         self._frame_no = 0
         self._recent: Match | None = None  # the visit's latest encoded match
         self._live: LivenessResult | None = None
+        self._let_in: str | None = None  # the worker whose face opened the door in this visit
 
     # -- what the pipeline should compute for the next frame --------------------------------
     @property
@@ -118,6 +144,13 @@ class DoorGate:
         return self._live is None or not (self._live.passed or self._live.failed)
 
     @property
+    def eye_upscale_px(self) -> int:
+        """Faces smaller than this should have their eyes measured on an upscaled crop (0: none) for blinks."""
+        if not self.wants_landmarks or self.liveness.config.mode == "motion":
+            return 0
+        return self.liveness.config.eye_upscale_px
+
+    @property
     def held(self) -> Verdict | None:
         """The policy's grant waiting for liveness, if any."""
         return self._held
@@ -130,10 +163,7 @@ class DoorGate:
     # -- one frame ---------------------------------------------------------------------------
     def observe(self, face: FaceFrame | None) -> Verdict | None:
         """Take what the pipeline saw on this frame; return the verdict the door must act on, if any."""
-        was_in_visit = self.policy.in_visit
-        self.policy.observe(None)  # lets the policy close a visit whose gap has passed
-        if was_in_visit and not self.policy.in_visit:
-            self._end_visit()
+        self._expire_visit()
         self._frame_no += 1
 
         verdict = self.policy.observe(self._for_policy(face))
@@ -144,9 +174,12 @@ class DoorGate:
         live = self._check_liveness(face)
 
         if verdict is not None and verdict.decision == Decision.DENIED:
+            self.evidence = self._live
             return verdict
         if verdict is not None and verdict.open_door:
             self._granted = True
+            if self._let_in_elsewhere(verdict):
+                return None
             self._held = verdict
         if self._held is None:
             return None
@@ -157,7 +190,70 @@ class DoorGate:
         log.debug("grant for %s held: liveness %s", self._held.identity, live.reason)
         return None
 
+    def grant_elsewhere(self, identity: str) -> Admission:
+        """Another way in (a valid QR credential) would let ``identity`` in now: may it, and is it an entry?
+
+        Not when this worker's face already opened the door in the current visit
+        (one visit, one entry, one click). Otherwise the door opens, and the
+        grant is recorded unless within the cooldown of the worker's last
+        recorded entry by either way in. From now on the face path does not
+        grant this worker in the current visit, or in one starting within
+        ``visit_gap_s``; a face grant held for them waiting for liveness is dropped.
+        """
+        self._expire_visit()
+        now = self._clock()
+        gap = self.policy.config.visit_gap_s
+        self._elsewhere = {w: at for w, at in self._elsewhere.items() if self._covers(at, now, gap)}
+        if self.policy.in_visit and self._let_in == identity:
+            self.merged += 1
+            return Admission(False, False, "already let in by face in this visit")
+        self._elsewhere[identity] = now
+        if self._held is not None and self._held.identity == identity:
+            log.info("grant for %s held for liveness: dropped, a credential let them in", identity)
+            self._held, self._settled = None, True
+            self.merged += 1
+        # As for a face grant: a cooldown that started at a spoof of this worker does not hide their real entry.
+        if self.policy.note_grant(identity, new_entry=identity in self._spoofed):
+            self._spoofed.discard(identity)
+            return Admission(True, True, "new entry")
+        return Admission(True, False, "within cooldown: not a new entry")
+
+    def liveness_scores(self) -> dict[str, object]:
+        """The liveness evidence of the latest verdict as the entry's ``Scores`` fields (entry/2)."""
+        if self.liveness.config.mode == "off":
+            return {"liveness": "off"}
+        live = self.evidence
+        if live is None:
+            return {}
+        return {
+            "liveness": live.state.value,
+            "blinks": min(live.blinks, 1000),
+            "head_motion": min(max(live.motion, 0.0), 10.0),
+            "liveness_ms": min(max(live.elapsed_s * 1000.0, 0.0), 3_600_000.0),
+        }
+
     # -- helpers -------------------------------------------------------------------------------
+    def _expire_visit(self) -> None:
+        was_in_visit = self.policy.in_visit
+        self.policy.observe(None)  # lets the policy close a visit whose gap has passed
+        if was_in_visit and not self.policy.in_visit:
+            self._end_visit()
+
+    def _covers(self, at: float, now: float, gap: float) -> bool:
+        """Whether another way in's grant at ``at`` still belongs to the current visit or one about to start."""
+        started = self._visit_started
+        return now <= at + gap or (self.policy.in_visit and started is not None and started <= at + gap)
+
+    def _let_in_elsewhere(self, verdict: Verdict) -> bool:
+        """The policy granted a worker whom another way in already let in during this visit: no second grant."""
+        at = self._elsewhere.get(verdict.identity or "")
+        if at is None or verdict.visit_started_at > at + self.policy.config.visit_gap_s:
+            return False
+        self._settled = True
+        self.merged += 1
+        log.info("face grant for %s not given: a credential let them in during this visit", verdict.identity)
+        return True
+
     def _for_policy(self, face: FaceFrame | None) -> Observation | None:
         if face is None:
             return None
@@ -182,7 +278,9 @@ class DoorGate:
             # start the liveness time limit before the person is at the door.
             return self._live or _NO_VISIT
         if face is not None and face.landmarks is not None:
-            self._live = self.liveness.observe(face.landmarks, face.box, frame_size=face.frame_size)
+            self._live = self.liveness.observe(
+                face.landmarks, face.box, frame_size=face.frame_size, eye_landmarks=face.eye_landmarks
+            )
         else:
             self._live = self.liveness.observe(None, None)
         return self._live
@@ -200,6 +298,8 @@ class DoorGate:
             self._spoofed.discard(held.identity)
         if self.liveness.config.mode != "off":
             reason = f"{reason}; live: {live.reason}"
+        self._let_in = held.identity
+        self.evidence = live
         return replace(held, decided_at=self._clock(), record=record, reason=reason[:200])
 
     def _spoof(self, live: LivenessResult) -> Verdict:
@@ -207,6 +307,7 @@ class DoorGate:
         assert held is not None
         self._held, self._settled = None, True
         self.spoofs += 1
+        self.evidence = live
         if held.identity is not None:
             self._spoofed.add(held.identity)
         return replace(

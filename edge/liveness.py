@@ -16,10 +16,17 @@ frames and passes once it has seen something a flat picture cannot do:
   the eye-to-eye distance.
 - **blink**: both eyes close (eye aspect ratio at most ``blink_closed_ratio``
   of the person's own open-eye baseline, the median of their recent frames)
-  and then open again. The ratio is computed in the same affine frame, so
-  tilting a photo does not fake it. Only faces of at least
-  ``blink_min_face_px`` count: on smaller faces an eye is a few pixels high
-  and landmark noise alone dips as far as a blink.
+  on ``blink_closed_frames`` consecutive frames, and then open again. The
+  ratio is computed in the same affine frame, so tilting a photo does not
+  fake it. dlib places landmarks on whole pixels, and on a 75-px face an
+  open eye is 3-4 pixels high: landmark noise alone dips as far as a blink.
+  So the eyes are best measured on a crop of the face upscaled to
+  ``eye_upscale_px`` (:func:`upscaled_landmarks`, passed as
+  ``eye_landmarks``): then faces from ``min_face_px`` up count for blinks;
+  measured on the frame itself, only faces of at least ``blink_min_face_px``.
+  Head movement is always measured on the frame's own landmarks (on the
+  upscaled crops one jittered photo's nose glitched like a head turning:
+  docs/liveness.md).
 
 Modes: ``off`` passes at once; ``blink`` and ``motion`` need that cue;
 ``either`` needs one of the two; ``both`` needs a blink *and* a movement,
@@ -49,18 +56,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.faces import Box
+from core.landmarks import FaceShape, face_shape, landmark_points, upscaled_landmarks
 
 LivenessMode = Literal["off", "blink", "motion", "both", "either"]
 
-# face_recognition's 68-point dict: feature name and point count, in dlib's point order.
-_FEATURES: tuple[tuple[str, int], ...] = (
-    ("chin", 17), ("left_eyebrow", 5), ("right_eyebrow", 5), ("nose_bridge", 4), ("nose_tip", 5),
-    ("left_eye", 6), ("right_eye", 6),
-)
-_NOSE = slice(27, 36)
-_LEFT_EYE = slice(36, 42)
-_RIGHT_EYE = slice(42, 48)
-_MOUTH_CORNERS = (48, 54)
+__all__ = [
+    "FaceShape", "LivenessChecker", "LivenessConfig", "LivenessMode", "LivenessResult", "LivenessState",
+    "face_shape", "landmark_points", "upscaled_landmarks",
+]
+"""The geometry (core/landmarks.py) is re-exported: callers import everything from here."""
 
 
 class LivenessConfig(BaseModel):
@@ -93,11 +97,21 @@ class LivenessConfig(BaseModel):
     blink_open_ratio: float = Field(
         default=0.8, ge=0.2, le=1.0, description="Eyes count as open again at this fraction of the baseline."
     )
+    blink_closed_frames: int = Field(
+        default=2, ge=1, le=10,
+        description="Consecutive frames both eyes must be closed for a blink: noise rarely closes them twice in a row.",
+    )
     blink_baseline_frames: int = Field(
         default=4, ge=2, le=100, description="Open-eye frames needed before a closing can count as a blink."
     )
     blink_min_face_px: int = Field(
-        default=90, ge=20, le=2000, description="Only faces at least this large count for blinks (eyes too small below)."
+        default=90, ge=20, le=2000,
+        description="With eyes measured on the frame itself, only faces at least this large count for blinks.",
+    )
+    eye_upscale_px: int = Field(
+        default=160, ge=0, le=400,
+        description="Faces smaller than this have their eyes measured on a crop upscaled to this size "
+        "(upscaled_landmarks), and then count for blinks from min_face_px up; 0: never upscaled.",
     )
     edge_margin: float = Field(
         default=0.05, ge=0.0, le=1.0,
@@ -145,75 +159,6 @@ class LivenessResult:
         return self.state is LivenessState.FAILED
 
 
-# --------------------------------------------------------------------------- geometry
-
-
-def landmark_points(landmarks: Mapping[str, Sequence[tuple[float, float]]] | np.ndarray) -> np.ndarray:
-    """The 68 points in dlib's order as a (68, 2) float array, from face_recognition's dict or an array.
-
-    face_recognition splits the mouth into ``top_lip`` and ``bottom_lip`` of 12
-    points each, sharing the corners; this undoes that.
-    """
-    if isinstance(landmarks, np.ndarray):
-        pts = np.asarray(landmarks, dtype=np.float64)
-        if pts.shape != (68, 2):
-            raise ValueError(f"expected 68 landmark points, got an array of shape {pts.shape}")
-        return pts
-    try:
-        out: list[tuple[float, float]] = []
-        for name, count in _FEATURES:
-            part = list(landmarks[name])
-            if len(part) != count:
-                raise ValueError(f"landmark feature {name!r} has {len(part)} points, expected {count}")
-            out += part
-        top, bottom = list(landmarks["top_lip"]), list(landmarks["bottom_lip"])
-    except KeyError as err:
-        raise ValueError(f"landmarks lack {err}: the 68-point model (FaceEngine.landmarks_of) is needed") from err
-    if len(top) != 12 or len(bottom) != 12:
-        raise ValueError("top_lip and bottom_lip must have 12 points each (68-point model)")
-    out += top[0:7] + bottom[1:6] + [top[11], top[10], top[9], top[8], top[7]] + [bottom[10], bottom[9], bottom[8]]
-    return np.asarray(out, dtype=np.float64)
-
-
-@dataclass(frozen=True, slots=True)
-class FaceShape:
-    """The affine-invariant measurements of one frame's landmarks."""
-
-    nose: tuple[float, float]
-    """Mean nose position in the eyes/mouth frame (x along the eyes, y towards the mouth)."""
-    left_eye: float
-    right_eye: float
-    """Eye openness (aspect ratio measured in the eyes/mouth frame)."""
-
-
-def face_shape(points: np.ndarray) -> FaceShape | None:
-    """Measure one frame; None when the landmarks are degenerate (eyes on top of each other, etc.)."""
-    left, right = points[_LEFT_EYE].mean(axis=0), points[_RIGHT_EYE].mean(axis=0)
-    mid = (left + right) / 2.0
-    mouth = (points[_MOUTH_CORNERS[0]] + points[_MOUTH_CORNERS[1]]) / 2.0
-    basis = np.column_stack([right - left, mouth - mid])
-    det = float(np.linalg.det(basis))
-    scale = float(np.linalg.norm(right - left)) * float(np.linalg.norm(mouth - mid))
-    if not math.isfinite(det) or scale <= 0.0 or abs(det) < 0.1 * scale:
-        return None  # eyes and mouth nearly on one line: not a face seen from the front
-    # Coordinates in the frame: left eye (-0.5, 0), right eye (0.5, 0), mouth corners' midpoint (0, 1).
-    canon = np.linalg.solve(basis, (points - mid).T).T
-    nose = canon[_NOSE].mean(axis=0)
-    return FaceShape(
-        nose=(float(nose[0]), float(nose[1])),
-        left_eye=_eye_openness(canon[_LEFT_EYE]),
-        right_eye=_eye_openness(canon[_RIGHT_EYE]),
-    )
-
-
-def _eye_openness(eye: np.ndarray) -> float:
-    """Soukupova & Cech's eye aspect ratio: mean lid distance over eye width."""
-    width = float(np.linalg.norm(eye[0] - eye[3]))
-    if width <= 0.0:
-        return 0.0
-    return float(np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])) / (2.0 * width)
-
-
 # --------------------------------------------------------------------------- the checker
 
 _BASELINE_WINDOW = 30
@@ -231,6 +176,7 @@ class _Evidence:
         self.high: list[float] | None = None
         self.open_eyes: deque[tuple[float, float]] = deque(maxlen=_BASELINE_WINDOW)
         self.eyes_closed = False
+        self.closed_run = 0  # consecutive frames with both eyes closed
         self.blinks = 0
 
     @property
@@ -266,9 +212,13 @@ class _Evidence:
                 self.blinks += 1
                 self.open_eyes.append((left, right))
         elif rl <= cfg.blink_closed_ratio and rr <= cfg.blink_closed_ratio:
-            self.eyes_closed = True  # both eyes at once: noise rarely closes two eyes together
+            # Both eyes at once, on consecutive frames: noise rarely closes two eyes together, twice.
+            self.closed_run += 1
+            self.eyes_closed = self.closed_run >= cfg.blink_closed_frames
+            return
         else:
             self.open_eyes.append((left, right))
+        self.closed_run = 0
 
 
 class LivenessChecker:
@@ -276,7 +226,9 @@ class LivenessChecker:
 
     ``observe(landmarks, box)`` takes face_recognition's 68-point dict (from
     ``FaceEngine.landmarks_of``) or a (68, 2) array, and the face's box in the
-    same pixels; pass ``None`` for both when the frame has no face. Call
+    same pixels; pass ``None`` for both when the frame has no face. Give
+    ``eye_landmarks`` (from :func:`upscaled_landmarks`) for faces smaller than
+    ``eye_upscale_px`` so that their blinks count. Call
     :meth:`reset` when a visit ends (the decision policy's visit), so the next
     person starts a fresh check. The result is sticky: once passed or failed it
     stays so until reset.
@@ -305,11 +257,14 @@ class LivenessChecker:
         box: Box | None,
         *,
         frame_size: tuple[int, int] | None = None,
+        eye_landmarks: Mapping[str, Sequence[tuple[float, float]]] | np.ndarray | None = None,
     ) -> LivenessResult:
         """Take one frame's tracked face (or None, None) and return where the check stands.
 
         ``frame_size`` is (height, width) of the frame; give it, so that faces
         cut by the frame edge are not used (see ``edge_margin``).
+        ``eye_landmarks``: the same face measured on an upscaled crop
+        (:func:`upscaled_landmarks`); its eyes are used for blinks.
         """
         now = self._clock()
         cfg = self.config
@@ -326,7 +281,7 @@ class LivenessChecker:
             self._started_at = now
         elapsed = 0.0 if self._started_at is None else now - self._started_at
         if points is not None and box is not None and elapsed <= cfg.time_limit_s:
-            self._take(points, box)
+            self._take(points, box, None if eye_landmarks is None else landmark_points(eye_landmarks))
         if self._cue_met():
             self._final = self._result(LivenessState.PASSED, self._passed_reason(), elapsed)
             return self._final
@@ -335,7 +290,7 @@ class LivenessChecker:
             return self._final
         return self._result(LivenessState.PENDING, f"waiting for a {self._wanted()}", elapsed)
 
-    def _take(self, points: np.ndarray, box: Box) -> None:
+    def _take(self, points: np.ndarray, box: Box, eye_points: np.ndarray | None) -> None:
         cfg = self.config
         last = self._ev.last_box
         if last is not None and self._jumped(last, box):
@@ -348,7 +303,10 @@ class LivenessChecker:
         ev.last_box = box
         ev.frames += 1
         ev.add_nose(shape.nose)
-        if box.size >= cfg.blink_min_face_px:
+        eyes = face_shape(eye_points) if eye_points is not None else None
+        if eyes is not None:
+            ev.add_eyes(eyes.left_eye, eyes.right_eye, cfg)  # measured finely: counts from min_face_px up
+        elif eye_points is None and box.size >= cfg.blink_min_face_px:
             ev.add_eyes(shape.left_eye, shape.right_eye, cfg)
 
     def _inside(self, points: np.ndarray, box: Box, frame_size: tuple[int, int]) -> bool:

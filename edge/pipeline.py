@@ -4,12 +4,15 @@ Per frame, :meth:`FramePipeline.analyse`:
 
 1. **Where to search** (edge/tracker.py). While a face was found on the
    previous frame, only a region around it is searched, shrunk so the face is
-   about ``detection.roi_face_px`` pixels; every ``detection.rescan_s`` the
-   whole frame is searched again, and so is any frame after a scene cut or a
-   region search that found nothing (so following never loses a face that a
-   whole-frame search would find); a region in which nothing changed since
-   the face was last detected is not searched at all (the face is where it
-   was). With nobody followed, the frame is searched at ``detection.scale``
+   about ``detection.roi_face_px`` pixels; the whole frame is searched after
+   a scene cut or a region search that found nothing (so following never
+   loses a face that a whole-frame search would find); a region in which
+   nothing changed since the face was last detected is not searched at all
+   (the face is where it was). Every ``detection.rescan_s`` the whole frame is
+   looked at again for someone clearly closer, at the smallest scale that
+   still finds a face large enough to take over (SWITCH_RATIO times the
+   followed one; a 250 px face at the door: a quarter-size search). With
+   nobody followed, the frame is searched at ``detection.scale``
    only when the picture changed since the last search that found nobody
    (``detection.idle_change``; at least every ``detection.idle_rescan_s``,
    at most every ``detection.idle_interval_s``), and then only around the
@@ -21,9 +24,12 @@ Per frame, :meth:`FramePipeline.analyse`:
    frame to frame by the tracker.
 3. **Encode and match** when asked (``encode``; edge/gate.py says when: on
    every frame while the face is near a worker and no grant came yet, rarely
-   for a stranger, never once the visit is decided), and always on a face's
-   first frame. With an empty gallery nothing is encoded (there is nobody to
-   match), but the face still counts as seen.
+   for a stranger, never once the visit is decided), and always on the first
+   frame a followed face is large enough to be encoded. A face smaller than
+   the policy's ``min_face_px`` (``min_encode_px``) is followed but never
+   encoded: the policy would ignore its match, and an encoding costs as much
+   as four whole-frame searches of a 640x360 frame. With an empty gallery
+   nothing is encoded (there is nobody to match), but the face still counts as seen.
 4. **Landmarks** (68 points, for liveness) of the followed face when asked.
 
 ``process()`` is the short form for a single frame: search, encode, match.
@@ -43,8 +49,9 @@ from core.imaging import resize, to_gray
 from core.matcher import NO_MATCH, Gallery
 from edge.config import DetectionConfig
 from edge.gallery import GalleryHolder
+from core.landmarks import upscaled_landmarks
 from edge.policy import Observation, Verdict
-from edge.tracker import FaceFrame, FaceTracker, MotionGate
+from edge.tracker import SWITCH_RATIO, FaceFrame, FaceTracker, MotionGate, expand, iou, same_face
 
 if TYPE_CHECKING:
     from edge.gate import DoorGate
@@ -55,6 +62,7 @@ _THUMB_WIDTH = 80
 _HOG_FACE_PX = 80  # dlib's HOG window: the smallest face found without upsampling
 _CHANGE_MARGIN = 0.6  # in HOG-face sizes, around the changed part of an empty scene
 _CHANGE_MAX_AREA = 0.8  # a larger changed part is searched as the whole frame
+_RESCAN_SAVING = 0.85  # a rescan uses a reduced scale only when it is at most this fraction of the full one
 
 
 class FramePipeline:
@@ -68,6 +76,7 @@ class FramePipeline:
         self.last_ms: float = 0.0
         self.counts: Counter[str] = Counter()
         self._last_search: float | None = None
+        self._encoded_track: int | None = None  # the track whose face was last encoded
 
     @property
     def encodings_computed(self) -> int:
@@ -86,11 +95,15 @@ class FramePipeline:
         encode: bool = True,
         landmarks: bool = False,
         gallery: Gallery | None = None,
+        min_encode_px: int = 0,
+        eye_upscale_px: int = 0,
     ) -> FaceFrame | None:
         """The followed face of this frame (see the module docstring), or None when there is none.
 
         ``t``: the frame's time in seconds (its capture time; default now),
-        used for the rescan and idle intervals.
+        used for the rescan and idle intervals. ``min_encode_px``: a face
+        smaller than this is followed but never encoded (the policy ignores
+        faces below its ``min_face_px``, so their encodings could not count).
         """
         started = time.perf_counter()
         now = time.monotonic() if t is None else t
@@ -105,15 +118,21 @@ class FramePipeline:
             current = gallery if gallery is not None else self.holder.gallery
             if len(current) == 0:
                 observation = Observation(face_px=box.size, match=NO_MATCH)
-            elif encode or new_track:  # a face not seen before is always encoded once
+            elif box.size < min_encode_px:
+                self.counts["too_small"] += 1
+            elif encode or track_id != self._encoded_track:  # a face is always encoded once
                 vector = self.engine.encode(rgb, [box])[0]
                 self.counts["encodings"] += 1
+                self._encoded_track = track_id
                 observation = Observation(face_px=box.size, match=current.match(vector))
-            points = None
+            points = eyes = None
             if landmarks:
                 points = self.engine.landmarks_of(rgb, [box])[0]
                 self.counts["landmarks"] += 1
-            return FaceFrame(box, track_id, new_track, observation, points, (rgb.shape[0], rgb.shape[1]))
+                if box.size < eye_upscale_px:  # a small face's eyelids are a few pixels: measure them finely
+                    eyes = upscaled_landmarks(self.engine, rgb, box, eye_upscale_px)
+                    self.counts["eye_crops"] += 1
+            return FaceFrame(box, track_id, new_track, observation, points, (rgb.shape[0], rgb.shape[1]), eyes)
         finally:
             self.last_ms = (time.perf_counter() - started) * 1000.0
 
@@ -124,18 +143,27 @@ class FramePipeline:
         cut = self.motion.see(thumb)
         followed = self.tracker.following
         if followed is not None:
-            region = None if cut else self.tracker.search_region(now, height, width)
+            region = None if cut else self.tracker.followed_region(now, height, width)
             if region is not None:
+                rescan = self.tracker.rescan_due(now)
+                bigger = self._bigger_scale(followed) if rescan else None
+                if rescan and bigger is None:
+                    return self._search(gray, thumb, now, None)  # a reduced search would save little
                 area, scale = region
                 if self.motion.still(thumb, *_fractions(area, height, width)):
                     self.counts["reused"] += 1  # nothing around the face changed: it is where it was
-                    return self.tracker.update([followed], now, full=False)
-                usable = self._usable(self._detect(gray[area.top : area.bottom, area.left : area.right], scale, area))
-                self.counts["region_searches"] += 1
-                if usable:
+                    usable = [followed]
+                else:
+                    crop = gray[area.top : area.bottom, area.left : area.right]
+                    usable = self._usable(self._detect(crop, scale, area))
+                    self.counts["region_searches"] += 1
+                    if not usable:
+                        self.counts["region_misses"] += 1  # moved out of the region, or the detector missed it
+                        return self._search(gray, thumb, now, None)
                     self.motion.detected(thumb)
+                if bigger is None:
                     return self.tracker.update(usable, now, full=False)
-                self.counts["region_misses"] += 1  # moved out of the region, or the detector missed it
+                return self._rescan(gray, thumb, usable, scale, bigger, now)
             return self._search(gray, thumb, now, None)
         last, s = self._last_search, self.settings
         if last is not None and last <= now < last + s.idle_interval_s:
@@ -174,6 +202,43 @@ class FramePipeline:
             self.motion.searched(thumb)
         return self.tracker.update(usable, now, full=True)
 
+    def _bigger_scale(self, followed: Box) -> float | None:
+        """The scale at which a whole-frame search still finds every face large enough to take over
+        from ``followed`` (FaceTracker.takes_over); None when that is (nearly) the full search scale."""
+        scale = _HOG_FACE_PX / (SWITCH_RATIO * max(followed.size, 1))
+        return scale if scale < _RESCAN_SAVING * self.settings.scale else None
+
+    def _rescan(
+        self, gray: np.ndarray, thumb: np.ndarray, found: list[Box], region_scale: float, scale: float, now: float
+    ) -> tuple[Box, int, bool] | None:
+        """The periodic look at the whole frame while a face is followed and was found in its region.
+
+        Its only purpose is to notice someone clearly closer (a face at least
+        SWITCH_RATIO times larger takes over), so the frame is searched at
+        ``scale``: the smallest at which such a face is still found (smaller
+        faces could not take over, and the followed face itself was just found
+        in its region, at ``region_scale``). HOG reports sizes in steps of
+        about 20 %, each scale its own, so sizes are only compared at one
+        scale: a face found here that might be large enough is measured again
+        in a region around it at ``region_scale``, like the followed face.
+        """
+        followed = self.tracker.following
+        assert followed is not None
+        mine = max((b for b in found if same_face(followed, b)), key=lambda b: iou(followed, b), default=None)
+        if mine is None:  # the region holds someone else: choose as a whole-frame search would
+            return self._search(gray, thumb, now, None)
+        self.counts["rescans"] += 1
+        height, width = gray.shape[:2]
+        others = [b for b in self._usable(self._detect(gray, scale)) if not same_face(mine, b) and b.size > mine.size]
+        for other in sorted(others, key=lambda b: b.size, reverse=True):
+            area = expand(other, self.settings.roi_margin, height, width)
+            again = self._detect(gray[area.top : area.bottom, area.left : area.right], region_scale, area)
+            self.counts["rescan_checks"] += 1
+            twin = max((b for b in again if same_face(other, b)), key=lambda b: iou(other, b), default=None)
+            if twin is not None and self.tracker.takes_over(twin, mine):
+                return self.tracker.switch_to(twin, now)
+        return self.tracker.update(found, now, full=True)
+
     def _usable(self, boxes: list[Box]) -> list[Box]:
         return [b for b in boxes if b.size >= self.settings.min_face_px]
 
@@ -191,5 +256,8 @@ def _fractions(area: Box, height: int, width: int) -> tuple[float, float, float,
 
 def run_frame(pipeline: FramePipeline, gate: "DoorGate", rgb: np.ndarray, t: float) -> Verdict | None:
     """One frame through the whole door path (pipeline, then gate): shared by the agent and replay."""
-    face = pipeline.analyse(rgb, t=t, encode=gate.wants_encoding, landmarks=gate.wants_landmarks)
+    face = pipeline.analyse(
+        rgb, t=t, encode=gate.wants_encoding, landmarks=gate.wants_landmarks, eye_upscale_px=gate.eye_upscale_px,
+        min_encode_px=gate.policy.config.min_face_px,  # the policy ignores smaller faces: never worth encoding
+    )
     return gate.observe(face)

@@ -16,6 +16,7 @@ It turns a stream of per-frame observations (the largest usable face and its
   by a grant in the same visit, never the reverse.
 - **Cooldown**: a grant within ``cooldown_s`` of the same worker's last
   *recorded* grant still opens the door but is not recorded as a new entry.
+  Grants by QR credential share it (:meth:`DecisionPolicy.note_grant`).
   Measuring from the last recorded grant (not from any grant) bounds what the
   audit log can miss: someone going in and out all day is logged at least
   every ``cooldown_s``.
@@ -36,7 +37,7 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.matcher import Match
+from core.matcher import DEFAULT_THRESHOLD, Match
 from models.messages import Decision
 
 REASON_MATCHED = "matched"
@@ -52,7 +53,7 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     threshold: float = Field(
-        default=0.56, ge=0.2, le=0.8,
+        default=DEFAULT_THRESHOLD, ge=0.2, le=0.8,
         description="Largest distance from a worker's enrollment template accepted as a match. Chosen with "
         "`./run evaluate` for template enrollment (core/templates.py; docs/accuracy.md): re-derive it if enrollment "
         "changes. face_recognition's 0.6 without a margin lets 9 of 40 strangers in.",
@@ -200,14 +201,28 @@ class DecisionPolicy:
             return self._deny(visit, now)
         return None
 
+    def note_grant(self, identity: str, *, new_entry: bool = False) -> bool:
+        """A grant made outside the policy (a QR credential) now: True when it is a new entry.
+
+        It shares the cooldown with the policy's own grants: within ``cooldown_s`` of the
+        worker's last recorded grant it is not a new entry (unless ``new_entry`` says it is);
+        otherwise it becomes that last recorded grant, so a face grant following within the
+        cooldown is not one either.
+        """
+        return self._take_entry(identity, self._clock(), force=new_entry)
+
+    def _take_entry(self, identity: str, now: float, force: bool = False) -> bool:
+        last = self._last_recorded_grant.get(identity)
+        record = force or last is None or now - last >= self.config.cooldown_s
+        if record:
+            self._last_recorded_grant[identity] = now
+        return record
+
     def _grant(self, visit: _Visit, identity: str, now: float) -> Verdict:
         visit.granted = True
         agreeing = [o for _t, _i, o in visit.votes]
         closest = min(agreeing, key=lambda o: o.match.distance)
-        last = self._last_recorded_grant.get(identity)
-        record = last is None or now - last >= self.config.cooldown_s
-        if record:
-            self._last_recorded_grant[identity] = now
+        record = self._take_entry(identity, now)
         return Verdict(
             decision=Decision.GRANTED,
             identity=identity,

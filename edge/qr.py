@@ -22,7 +22,10 @@ this station honours. In order, a credential is refused when it is
 - ``face``: no QR scanning at all; the face path runs as before.
 - ``qr``: QR only, the face path never runs.
 - ``face_or_qr``: a frame with a credential is decided by it; other frames go
-  to the face path.
+  to the face path. Where the two meet, the agent asks the gate
+  (edge.gate.DoorGate.grant_elsewhere): a visit lets a worker in once,
+  by whichever way came first, and both ways share the cooldown of what is
+  recorded.
 - ``qr_then_face``: the face path runs only while a valid credential has
   *claimed* a worker, and then only against that worker's encodings (1:1,
   with the policy's threshold). The claim ends with the face verdict or after

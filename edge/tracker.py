@@ -10,10 +10,12 @@ as the frame before, so the pipeline asks this module where to look:
   frame is searched only in a *region* around it (``roi_margin`` face sizes
   on each side), shrunk so that the face is about ``roi_face_px`` pixels:
   a 640x480 frame becomes a ~250x250 crop. Every ``rescan_s`` the whole
-  frame is searched again, so someone stepping in front (a larger face) is
-  noticed; a larger face replaces the followed one only when it is clearly
-  larger (``_SWITCH_RATIO``), so two people of similar size do not make the
-  tracker flap between them.
+  frame is looked at again (:meth:`FaceTracker.rescan_due`), so someone
+  stepping in front (a larger face) is noticed; a larger face replaces the
+  followed one only when it is clearly larger (``SWITCH_RATIO``,
+  :meth:`FaceTracker.takes_over`), so two people of similar size do not make
+  the tracker flap between them. Since only such a face matters then, the
+  pipeline searches at the scale that just finds it (edge/pipeline.py).
 - :class:`MotionGate` lets the pipeline skip the whole-frame search while
   nobody is followed and nothing in the picture has changed since the last
   search that found no face: an empty doorway costs a thumbnail comparison,
@@ -34,7 +36,7 @@ import numpy as np
 from core.faces import Box
 from edge.policy import Observation
 
-_SWITCH_RATIO = 1.25
+SWITCH_RATIO = 1.25
 """A face found by a whole-frame search replaces the followed one only when this much larger."""
 
 _LOST_AFTER_S = 0.5
@@ -60,6 +62,7 @@ class FaceFrame:
     observation: Observation | None
     landmarks: Mapping[str, Sequence[tuple[int, int]]] | None
     frame_size: tuple[int, int]  # (height, width)
+    eye_landmarks: np.ndarray | None = None  # a small face's 68 points measured on an upscaled crop (liveness blinks)
 
     @property
     def face_px(self) -> int:
@@ -122,15 +125,29 @@ class FaceTracker:
         A region is used only while the face was confirmed on the previous
         frame and the last whole-frame search is less than ``rescan_s`` old.
         """
-        track = self._track
-        if track is None or not track.confirmed or self._last_full is None:
+        if self.rescan_due(t):
             return None
-        if t - self._last_full >= self.rescan_s or t < self._last_full:
+        return self.followed_region(t, height, width)
+
+    def followed_region(self, t: float, height: int, width: int) -> tuple[Box, float] | None:
+        """(region, scale) around the followed face, rescan or not; None when the face was not
+        confirmed on the previous frame (or nothing is followed, or time ran backwards)."""
+        track = self._track
+        if track is None or not track.confirmed or self._last_full is None or t < self._last_full:
             return None
         region = expand(track.box, self.roi_margin, height, width)
         if region.height <= 0 or region.width <= 0:
             return None
         return region, min(1.0, self.roi_face_px / max(track.box.size, 1))
+
+    def rescan_due(self, t: float) -> bool:
+        """Whether the whole frame should be looked at again for a clearly larger face (every ``rescan_s``)."""
+        return self._last_full is None or t < self._last_full or t - self._last_full >= self.rescan_s
+
+    @staticmethod
+    def takes_over(face: Box, followed: Box) -> bool:
+        """Whether ``face``, found by a whole-frame search, is large enough to replace the followed face."""
+        return face.size >= SWITCH_RATIO * followed.size
 
     def update(self, boxes: Sequence[Box], t: float, *, full: bool) -> tuple[Box, int, bool] | None:
         """Take this frame's usable faces (whole frame when ``full``, else the region); return
@@ -149,13 +166,22 @@ class FaceTracker:
             candidates = [b for b in boxes if same_face(track.box, b)]
             if candidates:
                 mine = max(candidates, key=lambda b: iou(track.box, b))
-                if not (full and largest is not mine and largest.size >= _SWITCH_RATIO * mine.size):
+                if not (full and largest is not mine and self.takes_over(largest, mine)):
                     track.box, track.last_seen, track.confirmed = mine, t, True
                     return mine, track.track_id, False
                 self.switches += 1
         self._track = _Track(self._next_id, largest, t)
         self._next_id += 1
         return largest, self._track.track_id, True
+
+    def switch_to(self, face: Box, t: float) -> tuple[Box, int, bool]:
+        """Follow ``face`` from now on, a whole-frame search having found it clearly larger than the
+        followed one (the caller compared them, at one scale); returns (box, new track id, True)."""
+        self.switches += 1
+        self._last_full = t
+        self._track = _Track(self._next_id, face, t)
+        self._next_id += 1
+        return face, self._track.track_id, True
 
     def forget(self) -> None:
         self._track = None

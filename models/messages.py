@@ -7,9 +7,9 @@ class: it checks the size first, then the JSON, then the schema, and raises a
 fields are rejected (``extra="forbid"``) so that a typo never silently drops
 data; a new optional field therefore needs a new schema version.
 
-Version 2 of ``status``, ``gallery_change`` and ``sync_reply`` adds optional
-fields (heartbeat details, validity windows and station access lists, the
-server's clock). A message is written as version 2 only when it uses one of
+Version 2 of ``status``, ``gallery_change``, ``sync_reply`` and ``entry``
+adds optional fields (heartbeat details, validity windows and station access
+lists, the server's clock, the liveness evidence in an entry's scores). A message is written as version 2 only when it uses one of
 them, and then leaves out every such field it does not use, so a version-1
 receiver keeps understanding everything that does not need version 2.
 Receivers accept both versions; a version-1 message carrying a version-2
@@ -105,19 +105,45 @@ class EventKind(str, enum.Enum):
     TAMPER = "tamper"
 
 
+LivenessOutcome = Literal["off", "pending", "passed", "failed"]
+
+
 class Scores(_Message):
-    """The numbers behind a face decision, kept for audits and tuning."""
+    """The numbers behind a face decision, kept for audits and tuning.
+
+    The liveness fields came with ``entry/2``: an entry that uses one of them
+    is written as ``entry/2``, one that does not stays ``entry/1``, byte for byte.
+    """
+
+    V2_FIELDS: ClassVar[tuple[str, ...]] = ("liveness", "blinks", "head_motion", "liveness_ms")
 
     distance: float | None = Field(default=None, ge=0, le=10, description="distance to the best identity")
     second_distance: float | None = Field(default=None, ge=0, le=10, description="distance to the runner-up identity")
     frames: int | None = Field(default=None, ge=0, le=10_000, description="frames that agreed")
     face_px: int | None = Field(default=None, ge=0, le=100_000, description="face height in pixels")
+    liveness: LivenessOutcome | None = _v2(
+        description="the liveness check when the door decided: off, pending, passed or failed (entry/2)"
+    )
+    blinks: int | None = _v2(ge=0, le=1000, description="blinks the liveness check counted (entry/2)")
+    head_motion: float | None = _v2(
+        ge=0, le=10,
+        description="largest head movement seen: the nose against eyes and mouth, in eye-to-eye distances (entry/2)",
+    )
+    liveness_ms: float | None = _v2(
+        ge=0, le=3_600_000, description="first usable face to the liveness result, in milliseconds (entry/2)"
+    )
+
+    def uses_v2(self) -> bool:
+        return any(getattr(self, f) is not None for f in self.V2_FIELDS)
 
 
 class EntryEvent(_Message):
-    """One door event, sent by a station. ``event_id`` makes delivery idempotent."""
+    """One door event, sent by a station. ``event_id`` makes delivery idempotent.
 
-    schema_: Literal["entry/1"] = Field(default="entry/1", alias="schema")
+    Version 2 adds the liveness fields of :class:`Scores`; see the module docstring.
+    """
+
+    schema_: Literal["entry/1", "entry/2"] = Field(default="entry/1", alias="schema")
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     station_id: StationId
     kind: EventKind = EventKind.FACE
@@ -130,6 +156,24 @@ class EntryEvent(_Message):
     gallery_version: Version = 0
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema(cls, data: object) -> object:
+        if isinstance(data, dict) and "schema" not in data and "schema_" not in data:
+            scores = data.get("scores")
+            if isinstance(scores, Scores):
+                used = scores.uses_v2()
+            else:
+                used = isinstance(scores, dict) and any(scores.get(f) is not None for f in Scores.V2_FIELDS)
+            return {**data, "schema": f"entry/{2 if used else 1}"}
+        return data
+
+    @model_validator(mode="after")
+    def _fields_of_version(self) -> "EntryEvent":
+        if self.schema_ == "entry/1" and self.scores.uses_v2():
+            raise ValueError("entry/1 scores have no liveness fields (they came with entry/2)")
+        return self
 
 
 class StationStatus(_Message):

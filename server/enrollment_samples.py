@@ -5,7 +5,7 @@
 template made (core.templates), a small face thumbnail cut out, and the
 enrolled worker with the same face looked up (:func:`find_duplicate`). It
 stores nothing. The duplicate threshold is the door's own match threshold
-(edge.policy.PolicyConfig): a face the door would take for an enrolled worker
+(core.matcher.DEFAULT_THRESHOLD, the door's default): a face the door would take for an enrolled worker
 is a duplicate.
 
 The enrolled faces are held as one core.matcher.Gallery per database,
@@ -27,14 +27,13 @@ from sqlalchemy.orm import Session
 
 from core.faces import Box, MultipleFaces
 from core.imaging import MAX_FILE_BYTES, MAX_IMAGE_PIXELS, ImageError, encode_jpeg, fit_within
-from core.matcher import Gallery
+from core.matcher import DEFAULT_THRESHOLD, Gallery
 from core.quality import Problem, QualityReport, QualitySettings
-from edge.policy import PolicyConfig
 from server import gallery
 from server.enrollment import PhotoEncoder
 from server.tables import FaceSample, Worker
 
-DUPLICATE_THRESHOLD: float = PolicyConfig.model_fields["threshold"].default
+DUPLICATE_THRESHOLD: float = DEFAULT_THRESHOLD
 """A new face this close to an enrolled worker's sample is a duplicate: the door's own match threshold."""
 
 THUMBNAIL_PX = 160

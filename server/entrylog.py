@@ -98,6 +98,9 @@ class EntryLogRow:
     face_px: int | None
     decision_ms: float | None
     gallery_version: int
+    liveness: str | None
+    """off, pending, passed or failed (entry/2); None for older stations and QR entries."""
+    blinks: int | None
 
 
 @dataclass(frozen=True)

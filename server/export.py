@@ -55,6 +55,8 @@ EXPORT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("frames", "Frames"),
     ("face_px", "Face size (px)"),
     ("decision_ms", "Decision time (ms)"),
+    ("liveness", "Liveness"),
+    ("blinks", "Blinks"),
     ("event_id", "Event ID"),
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -208,6 +208,11 @@ class Entry(Base):
     gallery_version: Mapped[int] = mapped_column(BigInteger, default=0)
     occurred_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Liveness evidence (entry/2, migration 0007); null for entry/1 events and QR entries.
+    liveness: Mapped[str | None] = mapped_column(String(8))
+    blinks: Mapped[int | None] = mapped_column(Integer)
+    head_motion: Mapped[float | None] = mapped_column(Float)
+    liveness_ms: Mapped[float | None] = mapped_column(Float)
 
 
 class Credential(Base):

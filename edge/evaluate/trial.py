@@ -70,7 +70,8 @@ class Probe:
 
     @property
     def no_face(self) -> bool:
-        return all(v is None for _, v in self.frames)
+        """No face found on any frame (a face found but too small to match is not 'no face')."""
+        return all(px == 0 for px, _ in self.frames)
 
 
 def _rate(k: int, n: int) -> float | None:

@@ -122,6 +122,8 @@ class EntryPublic(_Out):
     face_px: int | None
     decision_ms: float | None
     gallery_version: int
+    liveness: str | None = Field(default=None, description="off, pending, passed or failed (entry/2); null before")
+    blinks: int | None = Field(default=None, description="blinks the liveness check counted (entry/2)")
     occurred_at: datetime = Field(description="station clock, UTC")
     received_at: datetime = Field(description="server clock, UTC")
 

@@ -1,4 +1,4 @@
-"""Liveness against photos: pure tests on synthetic 3D faces, then real clips and spoof photos.
+"""Liveness against photos: pure tests on synthetic 3D faces (real clips and spoof photos: test_liveness_real.py).
 
 The synthetic face is a 68-point head with depth (the nose sticks out, the
 jaw recedes), turned and projected like a real head; a "photo" is that
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -349,67 +348,3 @@ def test_the_config_is_strict_and_bounded() -> None:
         LivenessConfig(blink_closed_ratio=0.6, blink_open_ratio=0.5)
     for name, field in LivenessConfig.model_fields.items():
         assert field.description, name
-
-
-# --------------------------------------------------------------------------- real clips and real spoof photos
-
-def _largest(engine, rgb: np.ndarray) -> tuple[dict, Box] | None:  # noqa: ANN001
-    boxes = engine.detect(rgb, upsample=1)
-    if not boxes:
-        return None
-    box = max(boxes, key=lambda b: b.size)
-    return engine.landmarks_of(rgb, [box])[0], box
-
-
-@pytest.mark.faces
-@pytest.mark.models
-def test_a_real_person_in_a_clip_passes_within_the_limit(faces: Path, face_engine) -> None:  # noqa: ANN001
-    from core.imaging import Capture
-
-    cap = Capture(str(faces / "videos/intel_sample_videos/head-pose-face-detection-female.gif"))
-    assert cap.opened and cap.fps > 0  # GIFs are read through OpenCV like any clip
-    clock = FakeClock(0.0)
-    checker = LivenessChecker(LivenessConfig(), clock)
-    result, i = None, 0
-    while (rgb := cap.read()) is not None and not (result and result.passed):
-        clock.t = i / cap.fps
-        face = _largest(face_engine, rgb)
-        result = checker.observe(*(face or (None, None)), frame_size=rgb.shape[:2])
-        i += 1
-    cap.release()
-    assert result is not None and result.passed, result
-    assert result.elapsed_s < checker.config.time_limit_s and result.motion >= checker.config.motion_threshold
-
-
-SPOOFS = ["spoof_print/silentface_head_image_F1.jpg", "spoof_print/silentface_c3e2048_image_F1.jpg",
-          "spoof_screen/silentface_head_image_F2.jpg", "spoof_screen/silentface_c3e2048_image_F2.jpg"]
-
-
-@pytest.mark.faces
-@pytest.mark.models
-@pytest.mark.parametrize("kind", ["jitter", "sweep"])
-@pytest.mark.parametrize("name", SPOOFS)
-def test_a_spoof_photo_held_to_the_camera_fails(faces: Path, face_engine, name: str, kind: str) -> None:  # noqa: ANN001
-    """A shaking hand (jitter) or a steady one bringing the photo closer (sweep), for the whole time limit."""
-    from bench.liveness_study import held_photo_frames, seed_of
-    from core.imaging import fit_within, load_image, resize
-
-    photo = load_image(faces / "liveness" / name)  # EXIF-rotated: these are stored sideways
-    found = _largest(face_engine, fit_within(photo, 640)[0])
-    assert found is not None, "the spoof photo must show a face, or the test proves nothing"
-    # A face of about 100 px, as at the door, at 6 frames a second.
-    shown = resize(fit_within(photo, 640)[0], 100 / found[1].size)
-    config = LivenessConfig()
-    clock = FakeClock(0.0)
-    checker = LivenessChecker(config, clock)
-    rng = np.random.default_rng(seed_of(name, kind))
-    seen = 0
-    result = checker.observe(None, None)
-    for i, rgb in enumerate(held_photo_frames(shown, int(config.time_limit_s * 6) + 1, rng, kind)):
-        clock.t = i / 6
-        face = _largest(face_engine, rgb)
-        seen += face is not None
-        result = checker.observe(*(face or (None, None)), frame_size=rgb.shape[:2])
-        assert not result.passed, result
-    assert seen >= 20  # the face was there nearly every frame: the check saw it and said no
-    assert result.failed and result.motion < config.motion_threshold

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.faces import Box
-from edge.tracker import FaceTracker, MotionGate, expand, iou, same_face
+from edge.tracker import SWITCH_RATIO, FaceTracker, MotionGate, expand, iou, same_face
 
 
 def box(x: int, y: int, size: int) -> Box:
@@ -109,6 +109,30 @@ def test_time_running_backwards_means_a_new_clip_and_a_whole_frame_search() -> N
     tracker = FaceTracker()
     tracker.update([box(200, 100, 120)], 5.0, full=True)
     assert tracker.search_region(0.0, 480, 640) is None
+
+
+def test_the_region_around_the_face_is_known_even_when_a_rescan_is_due() -> None:
+    tracker = FaceTracker(rescan_s=0.5)
+    assert tracker.rescan_due(0.0) is True  # never searched the whole frame
+    face = box(200, 100, 120)
+    tracker.update([face], 10.0, full=True)
+    assert tracker.rescan_due(10.2) is False
+    assert tracker.followed_region(10.2, 480, 640) == tracker.search_region(10.2, 480, 640)
+    assert tracker.rescan_due(10.5) is True
+    assert tracker.search_region(10.5, 480, 640) is None
+    region, scale = tracker.followed_region(10.5, 480, 640)  # a rescan can still look around the face first
+    assert region == Box(10, 410, 310, 110) and scale == pytest.approx(100 / 120)
+    assert tracker.rescan_due(9.0) is True  # time ran backwards: a new clip
+    assert tracker.followed_region(9.0, 480, 640) is None
+    tracker.update([], 10.54, full=False)
+    assert tracker.followed_region(10.58, 480, 640) is None  # missed on the last frame: nothing to look around
+
+
+def test_only_a_clearly_larger_face_takes_over() -> None:
+    followed = box(100, 100, 100)
+    assert FaceTracker.takes_over(box(300, 100, 125), followed) is True
+    assert FaceTracker.takes_over(box(300, 100, 124), followed) is False
+    assert SWITCH_RATIO == 1.25
 
 
 # --------------------------------------------------------------------------- the motion gate

@@ -12,12 +12,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, insert, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.messages import Decision, EntryEvent, EventKind
 from server.db import make_engine, make_sessionmaker, upgrade_database
-from server.ingest_store import store_events
+from server.ingest_store import entry_row, store_events
 from server.tables import USAGE_COUNT_COLUMNS, WORKER_CATEGORIES, Entry, Station, Worker
 from server.usage import NIGHT_HOURS, OTHERS, RULES, UNCATEGORISED, usage_summary
 from tests.support.services import postgres_url  # noqa: F401  (a fixture)
@@ -252,7 +252,12 @@ def test_entries_stored_before_the_upgrade_are_counted(tmp_path: Path) -> None:
             session.add(Station(station_id="s1", name="One"))
             session.add(Worker(worker_id="w1", name="W", category="sanitation"))
             session.commit()
-            store_events(session=session, events=[event("s1", at), event("s1", at, None, Decision.DENIED)])
+            # Written as that version's ingest would: only the columns it had (0007 added the liveness ones).
+            old = {c["name"] for c in inspect(engine).get_columns("entries")}
+            rows = [{k: v for k, v in entry_row(e, at).items() if k in old}
+                    for e in (event("s1", at), event("s1", at, None, Decision.DENIED))]
+            session.execute(insert(Entry.__table__), rows)
+            session.commit()
         upgrade_database(engine)
         with maker() as session:
             s = usage_summary(session, at - timedelta(days=2), at + timedelta(days=2))
