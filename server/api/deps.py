@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -10,9 +11,12 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.messages import GalleryChange
 from server.config import ServerSettings
 from server.enrollment import PhotoEncoder
 from server.ingest import Ingest
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,17 @@ class AppContext:
     sessions: sessionmaker[Session]
     encoder: PhotoEncoder
     ingest: Ingest | None
+
+
+def broadcast(ingest: Ingest | None, change: GalleryChange | None) -> None:
+    """Send a gallery change to the stations now; without an MQTT link (a tool's app) they get it at
+    their next sync. The one place routes and pages hand changes to MQTT."""
+    if change is None:
+        return
+    if ingest is None:
+        log.info("gallery change %d not broadcast: this app has no MQTT link", change.version)
+        return
+    ingest.publish_change(change)
 
 
 def get_context(request: Request) -> AppContext:

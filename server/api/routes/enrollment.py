@@ -29,14 +29,12 @@ from core.quality import Problem
 from core.imaging import MAX_IMAGE_PIXELS
 from enroll.messages import CONSENT_WITHDRAWN, problem_message
 from models.encoding import FaceEncoding
-from models.messages import GalleryChange
 from server import enrolling, gallery
-from server.api.deps import EncoderDep, IngestDep, SessionDep, SettingsDep
+from server.api.deps import EncoderDep, IngestDep, SessionDep, SettingsDep, broadcast
 from server.api.schemas_enrollment import (
     ConsentWithdrawn, DuplicatePublic, EnrollmentCreate, EnrollmentCreated, ProblemPublic, SampleChecked,
     SessionCreate, SessionPublic, SessionsPublic,
 )
-from server.ingest import Ingest
 from server.tables import Role
 from server.web.auth import ApiPrincipal, api_roles
 
@@ -63,13 +61,6 @@ def _session_public(info: enrolling.SessionInfo) -> SessionPublic:
 def _refused(code: int, t: Translator, err: Exception, **extra: object) -> JSONResponse:
     message = err.message(t) if isinstance(err, enrolling.Said) else str(err)
     return JSONResponse(status_code=code, content={"detail": message, **extra})
-
-
-def _broadcast(ingest: Ingest | None, change: GalleryChange) -> None:
-    if ingest is None:
-        log.info("gallery change %d not broadcast: this app has no MQTT link", change.version)
-        return
-    ingest.publish_change(change)
 
 
 @router.post("/enrollment/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionPublic)
@@ -161,7 +152,7 @@ def enroll_worker(
         return _refused(status.HTTP_409_CONFLICT, t, err, duplicate_of=dup)
     except enrolling.PhoneTaken as err:
         return _refused(status.HTTP_409_CONFLICT, t, err)
-    _broadcast(ingest, change)
+    broadcast(ingest, change)
     photo_kept = bool(thumbnail) and consent is not None and consent.allows_photo
     return EnrollmentCreated(worker_id=worker.worker_id, name=worker.name, version=change.version,
                              samples=len(body.encodings), photo_kept=photo_kept)
@@ -178,6 +169,6 @@ def withdraw_consent(
         change = enrolling.withdraw_consent(session=session, worker_id=worker_id, actor=principal.actor)
     except enrolling.NothingToWithdraw as err:
         return _refused(status.HTTP_409_CONFLICT, t, err)
-    _broadcast(ingest, change)
+    broadcast(ingest, change)
     message = t.gettext(CONSENT_WITHDRAWN, name=name)
     return ConsentWithdrawn(worker_id=worker_id, version=change.version, message=message)

@@ -7,7 +7,6 @@ its next sync, because the change log is the source of truth.
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import numpy as np
@@ -15,9 +14,8 @@ from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from models.messages import GalleryChange
 from server import gallery
-from server.api.deps import EncoderDep, IngestDep, SessionDep, SettingsDep
+from server.api.deps import EncoderDep, IngestDep, SessionDep, SettingsDep, broadcast
 from server.api.schemas import (
     MAX_PHOTOS,
     EnrollResult,
@@ -30,8 +28,6 @@ from server.api.schemas import (
 from server.enrollment import PhotoRejected
 from server.ingest import Ingest
 from server.tables import Worker, WorkerStatus
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/workers", tags=["workers"])
 
@@ -69,7 +65,7 @@ def enroll_from_photos(
     worker, change = gallery.enroll_worker(
         session=session, name=fields.name, phone=fields.phone, vectors=vectors, model_id=encoder.model_id
     )
-    _broadcast(ingest, change)
+    broadcast(ingest, change)
     return EnrollResult(worker_id=worker.worker_id, name=worker.name, version=change.version, samples=len(vectors))
 
 
@@ -80,7 +76,7 @@ def enroll_from_encodings(body: WorkerEncodingsCreate, session: SessionDep, inge
     worker, change = gallery.enroll_worker(
         session=session, name=body.name, phone=body.phone, vectors=vectors, model_id=body.encodings[0].model
     )
-    _broadcast(ingest, change)
+    broadcast(ingest, change)
     return EnrollResult(worker_id=worker.worker_id, name=worker.name, version=change.version, samples=len(vectors))
 
 
@@ -93,7 +89,7 @@ def list_workers(session: SessionDep) -> WorkersPublic:
 def delete_worker(worker_id: str, session: SessionDep, ingest: IngestDep) -> WorkerChanged:
     """Delete the worker's personal and face data here, and from every station through the gallery change."""
     change = gallery.delete_worker(session=session, worker_id=worker_id)
-    _broadcast(ingest, change)
+    broadcast(ingest, change)
     return WorkerChanged(worker_id=worker_id, status="deleted", version=change.version)
 
 
@@ -109,15 +105,8 @@ def reinstate_worker(worker_id: str, session: SessionDep, ingest: IngestDep) -> 
 
 def _set_status(worker_id: str, new: WorkerStatus, *, session: SessionDep, ingest: Ingest | None) -> WorkerChanged:
     worker, change = gallery.set_status(session=session, worker_id=worker_id, status=new)
-    _broadcast(ingest, change)
+    broadcast(ingest, change)
     return WorkerChanged(worker_id=worker.worker_id, status=new.value, version=change.version)
-
-
-def _broadcast(ingest: Ingest | None, change: GalleryChange) -> None:
-    if ingest is None:
-        log.info("gallery change %d not broadcast: this app has no MQTT link", change.version)
-        return
-    ingest.publish_change(change)
 
 
 def _public(worker: Worker, samples: int) -> WorkerPublic:

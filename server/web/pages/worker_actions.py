@@ -20,9 +20,10 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from models.messages import MAX_STATIONS_PER_WORKER, GalleryChange
+from models.messages import MAX_STATIONS_PER_WORKER
 from server import audit, gallery, stations
 from server import credentials as creds
+from server.api.deps import broadcast
 from server.errors import NotFound
 from server.tables import Credential, Role, WorkerStatus
 from server.web.auth import PageUser, require_role
@@ -41,16 +42,6 @@ def _profile(worker_id: str, **query: str) -> RedirectResponse:
     return RedirectResponse(f"/workers/{quote(worker_id, safe='')}{extra}", status_code=status.HTTP_303_SEE_OTHER)
 
 
-def _broadcast(request: Request, change: GalleryChange | None) -> None:
-    ingest = request.app.state.ctx.ingest
-    if change is None:
-        return
-    if ingest is None:
-        log.info("gallery change %d not broadcast: this app has no MQTT link", change.version)
-        return
-    ingest.publish_change(change)
-
-
 def _not_found() -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND)
 
@@ -65,7 +56,7 @@ def _set_status(request: Request, user: PageUser, worker_id: str, new: WorkerSta
             _worker, change = gallery.set_status(session=session, worker_id=worker_id, status=new)
         except NotFound:
             raise _not_found() from None
-    _broadcast(request, change)
+    broadcast(request.app.state.ctx.ingest, change)
     return _profile(worker_id, done="suspended" if new is WorkerStatus.SUSPENDED else "reinstated")
 
 
@@ -128,7 +119,7 @@ def validity(
             )
         except NotFound:
             raise _not_found() from None
-    _broadcast(request, change)
+    broadcast(request.app.state.ctx.ingest, change)
     return _profile(worker_id, done="validity")
 
 
@@ -207,7 +198,7 @@ def revoke_credential(request: Request, user: Admin, worker_id: str, credential_
             revocation = creds.revoke_credential(session=session, worker_id=worker_id, credential_id=credential_id)
         except NotFound:
             raise _not_found() from None
-    _broadcast(request, revocation.change)
+    broadcast(request.app.state.ctx.ingest, revocation.change)
     return _profile(worker_id, done="revoked")
 
 
@@ -246,7 +237,7 @@ def delete(
             detail={"face_samples": len(worker.samples)},
         )
         change = gallery.delete_worker(session=session, worker_id=worker_id)
-    _broadcast(request, change)
+    broadcast(request.app.state.ctx.ingest, change)
     return RedirectResponse(f"/workers/{quote(worker_id, safe='')}/deleted", status_code=status.HTTP_303_SEE_OTHER)
 
 
