@@ -1,6 +1,7 @@
 """Command line of the central server.
 
     python -m server run [--config FILE]        serve until SIGINT/SIGTERM
+    python -m server ingest [--config FILE]     one more MQTT ingest worker beside the server (shared subscription)
     python -m server migrate [--config FILE]    bring the database schema up to date
     python -m server check-config [--config FILE]
     python -m server provision STATION_ID --out DIR [--config FILE]   credentials + edge config of a station
@@ -74,6 +75,33 @@ def run(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None:
         stop.wait()
     finally:
         runtime.stop()
+    typer.echo("stopped")
+
+
+@app.command()
+def ingest(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None:
+    """Run one more MQTT ingest worker beside the server (needs mqtt_shared_group) until SIGINT or SIGTERM."""
+    from server.ingest_worker import IngestWorker
+
+    settings = _settings(config)
+    _logging(log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        worker = IngestWorker(settings).start()
+    except ConfigError as err:
+        for line in err.lines():
+            typer.echo(line, err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except StartupError as err:
+        typer.echo(f"StartupError: {err}", err=True)
+        raise typer.Exit(EXIT_STARTUP) from None
+    typer.echo(f"ingest worker {settings.mqtt_client_id} in group {settings.mqtt_shared_group} (Ctrl-C to stop)")
+    try:
+        stop.wait()
+    finally:
+        worker.stop()
     typer.echo("stopped")
 
 

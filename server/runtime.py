@@ -69,7 +69,7 @@ class ServerRuntime:
     def _start(self, timeout: float) -> None:
         s = self.settings
         self.engine = make_engine(s.resolved_database_url)
-        _wait_for_database(self.engine, s.database_wait_s)
+        wait_for_database(self.engine, s.database_wait_s)
         try:
             upgrade_database(self.engine)
         except SQLAlchemyError as err:
@@ -138,7 +138,7 @@ class ServerRuntime:
         self.stop()
 
 
-def _wait_for_database(engine: Engine, wait_s: float) -> None:
+def wait_for_database(engine: Engine, wait_s: float) -> None:
     """Retry with back-off while the database is not up yet (a server starting beside it); log once."""
     deadline = time.monotonic() + wait_s
     delay = 0.2

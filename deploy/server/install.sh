@@ -190,7 +190,9 @@ done_ "the server settings pass check-config"
 
 # -- 7 -------------------------------------------------------------------------------------------
 step "7/8 systemd units and journal limits"
-for unit in waystation-server.service waystation-migrate.service; do
+# waystation-ingest@.service is installed, not enabled: extra ingest workers are for large networks
+# (docs/deploy.md, "More ingest workers").
+for unit in waystation-server.service waystation-migrate.service waystation-ingest@.service; do
     install -m 0644 "$SRC/deploy/systemd/$unit" "$UNIT_DIR/$unit"
 done
 install_journald_dropin "$SRC/deploy/journald/waystation.conf"
@@ -215,6 +217,7 @@ else
     systemctl start waystation-migrate.service  # its log: journalctl -u waystation-migrate
     done_ "database schema migrated"
     systemctl restart waystation-server.service
+    systemctl try-restart 'waystation-ingest@*.service'  # the workers an admin enabled run the new code too
     sleep 5
     if systemctl is-active --quiet waystation-server.service; then
         done_ "waystation-server is running (journalctl -u waystation-server -f)"

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "deploy" / "systemd"
 ANALYZE = "/usr/bin/systemd-analyze"
 WAYSTATION_UNITS = ["waystation-edge.service", "waystation-server.service", "waystation-migrate.service"]
+INGEST_TEMPLATE = "waystation-ingest@.service"  # verified as an instance: waystation-ingest@1.service
 
 
 def _copy_exe(source: str, root: Path, inside: str) -> None:
@@ -43,7 +44,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / link).symlink_to(target)
     etc = root / "etc/systemd/system"
     etc.mkdir(parents=True)
-    for unit in WAYSTATION_UNITS:
+    for unit in (*WAYSTATION_UNITS, INGEST_TEMPLATE):
         shutil.copy(UNITS / unit, etc / unit)
     shutil.copytree(UNITS / "mosquitto.service.d", etc / "mosquitto.service.d")
     _copy_exe(sys.executable, root, "/opt/waystation/venv/bin/python")
@@ -60,7 +61,7 @@ def _verify(root: Path, unit: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([ANALYZE, "verify", f"--root={root}", unit], capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("unit", [*WAYSTATION_UNITS, "mosquitto.service"])
+@pytest.mark.parametrize("unit", [*WAYSTATION_UNITS, "waystation-ingest@1.service", "mosquitto.service"])
 def test_unit_verifies_cleanly(root: Path, unit: str) -> None:
     result = _verify(root, unit)
     assert result.returncode == 0, result.stderr
@@ -103,7 +104,8 @@ def test_config_errors_are_not_retried() -> None:
 
     assert _directive("waystation-edge.service", "RestartPreventExitStatus") == [str(EDGE_CONFIG)]
     assert _directive("waystation-server.service", "RestartPreventExitStatus") == [str(SERVER_CONFIG)]
-    for unit in ("waystation-edge.service", "waystation-server.service"):
+    assert _directive(INGEST_TEMPLATE, "RestartPreventExitStatus") == [str(SERVER_CONFIG)]
+    for unit in ("waystation-edge.service", "waystation-server.service", INGEST_TEMPLATE):
         assert _directive(unit, "Restart") == ["on-failure"]
         assert _directive(unit, "StartLimitIntervalSec") == ["0"]  # a station never gives up restarting
 
@@ -116,7 +118,15 @@ def test_server_starts_after_its_migration() -> None:
     assert command.endswith(" -m server migrate --config /etc/waystation/server.yaml")
 
 
-@pytest.mark.parametrize(("unit", "threshold"), [("waystation-edge.service", 40), ("waystation-server.service", 25)])
+def test_each_ingest_worker_has_its_own_mqtt_client_id() -> None:
+    """Two instances with one client id would keep disconnecting each other at the broker."""
+    assert "WAYSTATION_SERVER_MQTT_CLIENT_ID=waystation-ingest-%i" in _directive(INGEST_TEMPLATE, "Environment")
+    assert _directive(INGEST_TEMPLATE, "ExecStart")[0].endswith(" -m server ingest --config /etc/waystation/server.yaml")
+    assert "waystation-migrate.service" in _directive(INGEST_TEMPLATE, "Requires")
+
+
+@pytest.mark.parametrize(("unit", "threshold"), [
+    ("waystation-edge.service", 40), ("waystation-server.service", 25), ("waystation-ingest@1.service", 25)])
 def test_hardening_exposure_stays_low(root: Path, unit: str, threshold: int) -> None:
     """systemd's own exposure score (0 best, 10 worst; x10 for --threshold) of the sandboxing."""
     result = subprocess.run(
@@ -126,5 +136,6 @@ def test_hardening_exposure_stays_low(root: Path, unit: str, threshold: int) -> 
     score = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
     assert score, result.stdout + result.stderr
     assert result.returncode == 0, f"{unit}: exposure {score.group(1)} above {threshold / 10}"
+    source = UNITS / re.sub(r"@[^.]+\.", "@.", unit)  # an instance's file is its template
     for key in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/waystation", "PrivateTmp=yes"):
-        assert key in (UNITS / unit).read_text()
+        assert key in source.read_text()
