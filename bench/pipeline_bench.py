@@ -1,6 +1,7 @@
 """``./run bench`` (``python -m bench pipeline``): the agent's door path against face_recognition's fast example.
 
     python -m bench pipeline [--faces DIR] [--runs 3] [--enrolled 10000] [--quick] [--json FILE]
+                             [--clip videos/...] [--detection KEY=VALUE]
 
 Both pipelines run over the same clips (every file in ``videos/`` of the
 shared face data), each in its own subprocess pinned to one core with
@@ -28,7 +29,10 @@ Figures:
   every clip and run. Beside it, the clips' own floor: the same visits'
   decisions with every frame processed in no time (the frames the policy
   needs, and the moment the person shows liveness), which no processing
-  speed can beat.
+  speed can beat, and what the processing added to it (``added_*``). The
+  same again **without liveness** (``liveness.mode: off``, ``*_no_liveness``):
+  no landmarks, no wait for a head movement or blink; the pipeline's and the
+  policy's own time.
 - **peak RSS** of each subprocess (models, gallery, one decoded frame).
 - **accuracy**: who each pipeline recognised in each clip. The agent
   recognises a worker when the door grants; the example "recognises" anyone
@@ -69,6 +73,8 @@ def _worker(pipeline: str, faces: Path, clips: list[Path], ns: argparse.Namespac
         cmd += ["--clip", str(clip)]
     if ns.max_frames:
         cmd += ["--max-frames", str(ns.max_frames)]
+    for item in ns.detection:
+        cmd += ["--detection", item]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"bench: the {pipeline} worker failed:\n{proc.stderr[-4000:]}")
@@ -84,25 +90,33 @@ def _pct(values: list[float], q: float) -> float | None:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def _visit_latencies(clip: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per live visit, its last decision, timed from the person's first frame.
+def _visit_latencies(clip: dict[str, Any], live: str = "live") -> list[dict[str, Any]]:
+    """Per visit of the ``live`` run (``live``, or ``live_no_liveness``), its last decision, timed from
+    the person's first frame, beside the clip's own floor for that decision.
 
     The visit is matched to the one the agent found processing every frame
     (the latest that started no later); the person's first frame is that
     visit's ``first_seen`` (bench/pipeline_worker.py: the first of the
     unbroken run of frames in which a whole-frame search finds a usable
     face). ``clip_ms`` is the same visit's decision when every frame is
-    processed instantly: what the clip and the policy (frames needed,
-    liveness) allow at best, whatever the processing speed. A visit decided
-    that way but not live is listed as ``undecided``, timed to the clip's end.
+    processed instantly: what the clip and the policy (frames needed, and
+    with liveness the moment the person shows it) allow at best, whatever
+    the processing speed; without liveness that is the moment the policy
+    decided (named the worker, or denied). ``added_ms`` is the rest: what the
+    processing added. A visit decided that way but not live is listed as
+    ``undecided``, timed to the clip's end.
     """
+    with_liveness = not live.startswith("live_no_liveness")
     first_seen = {start: first for start, first in clip.get("first_seen", [])}
+    named = {start: at for start, at in clip.get("named", [])}
     ends: dict[float, float] = {}
     for d in clip["decisions"]:
         ends[d["visit_started_at"]] = d["visit_started_at"] + d["t_ms"] / 1000.0  # its last decision
+    if not with_liveness:  # the policy's decision: a grant when it named the worker, before liveness
+        ends = {start: named.get(start, end) for start, end in ends.items()}
     starts = sorted(ends)
     last: dict[float, dict[str, Any]] = {}
-    for d in clip["live"]["decisions"]:
+    for d in clip[live]["decisions"]:
         last[d["visit_started_at"]] = d  # a grant after a denial is the visit's decision
     out = []
     matched = set()
@@ -112,8 +126,10 @@ def _visit_latencies(clip: dict[str, Any]) -> list[dict[str, Any]]:
         first = first_seen.get(start, start) if start is not None else live_start
         early = (live_start - first) * 1000.0
         clip_ms = (ends[start] - first) * 1000.0 if start is not None else None
-        out.append(d | {"latency_ms": d["latency_ms"] + early, "identity_latency_ms": d["identity_latency_ms"] + early,
-                        "clip_ms": clip_ms, "undecided": False})
+        latency = d["latency_ms"] + early
+        out.append(d | {"latency_ms": latency, "identity_latency_ms": d["identity_latency_ms"] + early,
+                        "clip_ms": clip_ms, "added_ms": None if clip_ms is None else latency - clip_ms,
+                        "undecided": False})
     # A visit decided with every frame processed but not live (too slow: the clip ended first) must not
     # vanish from the figures: it counts with the time to the clip's end, a lower bound.
     end = clip["frames"] / clip["fps"] if clip.get("fps") and "frames" in clip else max(ends.values(), default=0.0)
@@ -121,9 +137,10 @@ def _visit_latencies(clip: dict[str, Any]) -> list[dict[str, Any]]:
         if start not in matched:
             first = first_seen.get(start, start)
             waited = max(0.0, end - first) * 1000.0
+            clip_ms = (ends[start] - first) * 1000.0
             out.append({"decision": "none", "identity": None, "reason": "no decision live before the clip ended",
                         "visit_started_at": start, "t_ms": None, "latency_ms": waited, "identity_latency_ms": waited,
-                        "clip_ms": (ends[start] - first) * 1000.0, "undecided": True})
+                        "clip_ms": clip_ms, "added_ms": waited - clip_ms, "undecided": True})
     return sorted(out, key=lambda v: v["visit_started_at"])
 
 
@@ -147,7 +164,15 @@ def summarise(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     latencies = [v["latency_ms"] for v in visits]
     named = [v["identity_latency_ms"] for v in visits]
     floors = [v["clip_ms"] for v in visits if v["clip_ms"] is not None]
+    added = [v["added_ms"] for v in visits if v["added_ms"] is not None]
     undecided = sum(v["undecided"] for v in visits)
+    def live(key: str) -> list[dict[str, Any]]:
+        return [v for r in runs for c in r["agent"]["clips"].values() if key in c for v in _visit_latencies(c, key)]
+
+    bare = live("live_no_liveness")
+    bare_floors = [v["clip_ms"] for v in bare if v["clip_ms"] is not None]
+    bare_added = [v["added_ms"] for v in bare if v["added_ms"] is not None]
+    cpu, bare_cpu = live("live_cpu"), live("live_no_liveness_cpu")
     clips: dict[str, Any] = {}
     for name in runs[0]["agent"]["clips"]:
         row: dict[str, Any] = {}
@@ -158,9 +183,12 @@ def summarise(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
                 "ms_per_frame": statistics.median(sum(c["ms"]) / max(1, c["frames"]) for c in results),
                 "encodings": statistics.median(c["encodings"] for c in results),
                 "frames": results[0]["frames"],
+                "runs_ms_per_frame": [round(sum(c["ms"]) / max(1, c["frames"]), 1) for c in results],
                 "recognised": sorted(found),
                 "false": sorted(found - PRESENT.get(name, set())),
             }
+        a, r = row["agent"]["ms_per_frame"], row["reference"]["ms_per_frame"]
+        row["ratio"] = round(r / a, 2) if a > 0 else None
         clips[name] = row
     right = {p: sum(len(set(c[p]["recognised"]) - set(c[p]["false"])) for c in clips.values()) for p in ("agent", "reference")}
     wrong = {p: sum(len(c[p]["false"]) for c in clips.values()) for p in ("agent", "reference")}
@@ -178,6 +206,21 @@ def summarise(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "undecided_live": undecided,
         "clip_decision_p50_ms": _round(_pct(floors, 0.5)),
         "clip_decision_p95_ms": _round(_pct(floors, 0.95)),
+        "added_p50_ms": _round(_pct(added, 0.5)),
+        "added_p95_ms": _round(_pct(added, 0.95)),
+        "decision_no_liveness_p50_ms": _round(_pct([v["latency_ms"] for v in bare], 0.5)),
+        "decision_no_liveness_p95_ms": _round(_pct([v["latency_ms"] for v in bare], 0.95)),
+        "clip_decision_no_liveness_p50_ms": _round(_pct(bare_floors, 0.5)),
+        "clip_decision_no_liveness_p95_ms": _round(_pct(bare_floors, 0.95)),
+        "added_no_liveness_p50_ms": _round(_pct(bare_added, 0.5)),
+        "added_no_liveness_p95_ms": _round(_pct(bare_added, 0.95)),
+        "decisions_no_liveness": len(bare),
+        "decision_cpu_p50_ms": _round(_pct([v["latency_ms"] for v in cpu], 0.5)),
+        "decision_cpu_p95_ms": _round(_pct([v["latency_ms"] for v in cpu], 0.95)),
+        "decision_no_liveness_cpu_p50_ms": _round(_pct([v["latency_ms"] for v in bare_cpu], 0.5)),
+        "decision_no_liveness_cpu_p95_ms": _round(_pct([v["latency_ms"] for v in bare_cpu], 0.95)),
+        "added_no_liveness_cpu_p95_ms": _round(_pct([v["added_ms"] for v in bare_cpu if v["added_ms"] is not None], 0.95)),
+        "runs_speedup": [round(b / a, 2) if a > 0 else None for a, b in zip(per_frame("agent"), per_frame("reference"))],
         "rss_mb": round(max(r["agent"]["rss_mb"] for r in runs), 1),
         "reference_rss_mb": round(max(r["reference"]["rss_mb"] for r in runs), 1),
         "encodings": statistics.median(sum(c["encodings"] for c in r["agent"]["clips"].values()) for r in runs),
@@ -190,6 +233,7 @@ def summarise(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "accuracy_equal_or_better": right["agent"] >= right["reference"] and wrong["agent"] <= wrong["reference"],
         "runs": len(runs),
         "enrolled": runs[0]["agent"]["enrolled"],
+        "detection": runs[0]["agent"].get("detection"),
         "clips": clips,
     }
 
@@ -202,38 +246,52 @@ def report(summary: dict[str, Any], runs: list[dict[str, dict[str, Any]]]) -> li
     """The human-readable table (everything but the final JSON line)."""
     lines = [f"{summary['enrolled']} enrolled (2 real people + synthetic), {summary['runs']} run(s), one core "
              f"({runs[0]['agent']['pinned']}); median of runs", ""]
-    lines.append(f"{'clip':<58}{'agent ms/f':>11}{'ref ms/f':>10}{'enc':>6}{'ref enc':>8}  recognised: agent | reference")
+    lines.append(f"{'clip':<58}{'agent ms/f':>11}{'ref ms/f':>10}{'ratio':>7}{'enc':>6}{'ref enc':>8}"
+                 "  recognised: agent | reference")
     for name, row in summary["clips"].items():
         a, r = row["agent"], row["reference"]
-        lines.append(f"{name:<58}{a['ms_per_frame']:>11.1f}{r['ms_per_frame']:>10.1f}{a['encodings']:>6.0f}{r['encodings']:>8.0f}"
-                     f"  {', '.join(a['recognised']) or '-'} | {', '.join(r['recognised']) or '-'}")
-    lines += ["", "agent decisions (live, one core):"]
-    for name, clip in runs[0]["agent"]["clips"].items():
-        for v in _visit_latencies(clip):
-            clip_ms = "-" if v["clip_ms"] is None else f"{v['clip_ms']:.0f}"
-            if v["undecided"]:
-                lines.append(f"  {Path(name).name:<40} {'none':<8} {'-':<22} >={v['latency_ms']:5.0f} ms"
-                             f" (no decision live before the clip ended; every frame at once {clip_ms} ms)")
+        lines.append(f"{name:<58}{a['ms_per_frame']:>11.1f}{r['ms_per_frame']:>10.1f}{row['ratio']:>7.1f}{a['encodings']:>6.0f}"
+                     f"{r['encodings']:>8.0f}  {', '.join(a['recognised']) or '-'} | {', '.join(r['recognised']) or '-'}")
+    for live, title in (("live", "with liveness"), ("live_no_liveness", "without liveness (liveness.mode off)"),
+                        ("live_cpu", "with liveness, timed by CPU time"),
+                        ("live_no_liveness_cpu", "without liveness, timed by CPU time")):
+        lines += ["", f"agent decisions, live on one core, {title} (first run):"]
+        for name, clip in runs[0]["agent"]["clips"].items():
+            if live not in clip:
                 continue
-            lines.append(f"  {Path(name).name:<40} {v['decision']:<8} {v['identity'] or '-':<22} {v['latency_ms']:7.0f} ms"
-                         f" (identity {v['identity_latency_ms']:.0f} ms; every frame at once {clip_ms} ms)"
-                         f"  {v['reason']}")
+            for v in _visit_latencies(clip, live):
+                clip_ms = "-" if v["clip_ms"] is None else f"{v['clip_ms']:.0f}"
+                if v["undecided"]:
+                    lines.append(f"  {Path(name).name:<40} {'none':<8} {'-':<20} >={v['latency_ms']:5.0f} ms"
+                                 f" (no decision live before the clip ended; every frame at once {clip_ms} ms)")
+                    continue
+                lines.append(f"  {Path(name).name:<40} {v['decision']:<8} {v['identity'] or '-':<20} {v['latency_ms']:6.0f} ms"
+                             f" (every frame at once {clip_ms} ms; identity {v['identity_latency_ms']:.0f} ms)"
+                             f"  {v['reason']}")
     s = summary
     undecided = s["undecided_live"]
     lines += [
         "",
         f"ms per frame:   agent {s['ms_per_frame']:.1f}, reference {s['reference_ms_per_frame']:.1f}; "
-        f"speedup {s['speedup']}x (target >= 5)",
+        f"speedup {s['speedup']}x (target >= 5; per run {s['runs_speedup']})",
         f"  in CPU time of each process alone: agent {s['cpu_ms_per_frame']:.1f}, reference "
         f"{s['reference_cpu_ms_per_frame']:.1f}; speedup {s['cpu_speedup']}x",
         f"encodings:      agent {s['encodings']:.0f}, reference {s['reference_encodings']:.0f}",
-        f"decision time:  p50 {s['decision_p50_ms']} ms, p95 {s['decision_p95_ms']} ms over {s['decisions']} visit(s) "
-        "(target p95 <= 300 ms)" + (f"; {undecided} of them not decided live before the clip ended (counted to its end)"
-                                    if undecided else ""),
+        f"decision time, first frame to the door's decision (with liveness): p50 {s['decision_p50_ms']} ms, "
+        f"p95 {s['decision_p95_ms']} ms over {s['decisions']} visit(s)"
+        + (f"; {undecided} of them not decided live before the clip ended (counted to its end)" if undecided else ""),
+        f"  the clips' own floor (every frame processed in no time): p50 {s['clip_decision_p50_ms']} ms, "
+        f"p95 {s['clip_decision_p95_ms']} ms; added by the processing: p50 {s['added_p50_ms']} ms, p95 {s['added_p95_ms']} ms",
         f"  of which the policy's (identity known, before liveness): p50 {s['identity_decision_p50_ms']} ms, "
         f"p95 {s['identity_decision_p95_ms']} ms",
-        f"  the clips' own floor (every frame processed in no time; the frames the policy and liveness need): "
-        f"p50 {s['clip_decision_p50_ms']} ms, p95 {s['clip_decision_p95_ms']} ms",
+        f"decision time without liveness (liveness.mode off): p50 {s['decision_no_liveness_p50_ms']} ms, "
+        f"p95 {s['decision_no_liveness_p95_ms']} ms over {s['decisions_no_liveness']} visit(s) (target p95 <= 300 ms)",
+        f"  the clips' own floor (the frames the policy needs): p50 {s['clip_decision_no_liveness_p50_ms']} ms, "
+        f"p95 {s['clip_decision_no_liveness_p95_ms']} ms; added by the processing: p50 {s['added_no_liveness_p50_ms']} ms, "
+        f"p95 {s['added_no_liveness_p95_ms']} ms",
+        f"  timed by the agent's CPU time (a core of its own): with liveness p50 {s['decision_cpu_p50_ms']} ms, "
+        f"p95 {s['decision_cpu_p95_ms']} ms; without p50 {s['decision_no_liveness_cpu_p50_ms']} ms, "
+        f"p95 {s['decision_no_liveness_cpu_p95_ms']} ms (added by the processing: p95 {s['added_no_liveness_cpu_p95_ms']} ms)",
         f"peak RSS:       agent {s['rss_mb']:.0f} MB, reference {s['reference_rss_mb']:.0f} MB (target <= 400 MB)",
         f"accuracy:       agent {s['recognised_right']} right / {s['recognised_wrong']} wrong, reference "
         f"{s['reference_recognised_right']} right / {s['reference_recognised_wrong']} wrong: "
@@ -254,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a clip (relative to the face data) instead of all of videos/; repeatable")
     parser.add_argument("--quick", action="store_true", help="smoke test: the Hamilton clip's first 110 frames, one run")
     parser.add_argument("--json", type=Path, default=None, help="also write the full results here")
+    parser.add_argument("--detection", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a detection setting of the agent (e.g. target_width=0), to measure its effect; repeatable")
     ns = parser.parse_args(argv)
     if not (ns.faces / "MANIFEST.md").is_file():
         print(f"bench: the shared face data was not found at {ns.faces} (set WAYSTATION_FACES_DIR)", file=sys.stderr)
@@ -279,9 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     headline = {k: summary[k] for k in ("ms_per_frame", "reference_ms_per_frame", "speedup", "decision_p50_ms",
                                          "decision_p95_ms", "rss_mb")}
     print(json.dumps(headline | {k: summary[k] for k in (
+        "decision_no_liveness_p50_ms", "decision_no_liveness_p95_ms", "added_no_liveness_p95_ms",
+        "decision_cpu_p95_ms", "decision_no_liveness_cpu_p95_ms", "added_no_liveness_cpu_p95_ms",
         "identity_decision_p50_ms", "identity_decision_p95_ms", "clip_decision_p50_ms", "clip_decision_p95_ms",
-        "undecided_live", "cpu_speedup", "encodings", "reference_encodings", "reference_rss_mb",
-        "accuracy_equal_or_better", "runs", "enrolled")}))
+        "clip_decision_no_liveness_p95_ms", "added_p95_ms", "undecided_live", "runs_speedup", "cpu_speedup",
+        "encodings", "reference_encodings", "reference_rss_mb", "accuracy_equal_or_better", "runs", "enrolled")}))
     return 0
 
 

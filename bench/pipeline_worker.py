@@ -8,15 +8,24 @@ bench/reference_pipeline.py) and prints one JSON line.
 
 Both get the same decoded BGR frames and are timed from there (colour
 conversion included, video decoding not: a camera hands over raw frames).
-The agent runs twice per clip:
+The agent runs three times per clip, with the shipped settings (``--detection
+KEY=VALUE`` overrides a detection setting, to measure its effect):
 
 - **every frame** (as ``./run edge replay`` does): ms per frame, encodings,
-  who was recognised;
+  who was recognised, and the clip's own floor: when each visit would be
+  decided if every frame took no time (the door's decision, and the moment
+  the policy named the person, before liveness);
 - **live**, as on a station: a camera delivers frame *i* at ``i / fps``;
   whenever the agent is free it takes the newest frame and drops the older
   ones (edge.camera.LatestFrameReader), and the processing times are the
   measured ones. The time from a person's first frame to the door's decision
-  on that visit is measured here, on this one core.
+  on that visit is measured here, on this one core;
+- **live without liveness** (``liveness.mode: off``, as ``./run edge replay
+  --no-liveness``): the same, with no landmarks computed and no wait for a
+  head movement or blink: the pipeline's and the policy's own decision time;
+- both live runs again timed by the process's **CPU time** instead of the
+  wall clock (``live_cpu``, ``live_no_liveness_cpu``): what a core of its
+  own would give, when other processes share the pinned one.
 """
 
 from __future__ import annotations
@@ -94,26 +103,49 @@ def _gallery(engine: Any, faces: Path, enrolled: int, pipeline: str) -> tuple[li
     return names, np.vstack([real, synth]).astype(np.float32)
 
 
-def _agent_every_frame(engine: Any, gallery: Any, clip: Path, fps: float, max_frames: int | None) -> dict[str, Any]:
+def settings(overrides: list[str], *, liveness: bool = True) -> Any:
+    """The shipped EdgeSettings, with ``detection`` fields overridden by ``KEY=VALUE`` strings (validated)."""
+    from edge.config import DetectionConfig, EdgeSettings
+
+    base = EdgeSettings(station_id="bench")
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in DetectionConfig.model_fields:
+            raise SystemExit(f"bench: --detection wants KEY=VALUE with a detection setting, got {item!r}")
+        changes[key] = value
+    detection = DetectionConfig.model_validate(base.detection.model_dump() | changes)
+    update: dict[str, Any] = {"detection": detection}
+    if not liveness:
+        update["liveness"] = base.liveness.model_copy(update={"mode": "off"})
+    return base.model_copy(update=update)
+
+
+def _agent_every_frame(engine: Any, gallery: Any, clip: Path, fps: float, max_frames: int | None, config: Any) -> dict[str, Any]:
     from core.imaging import bgr_to_rgb
-    from edge.config import EdgeSettings
     from edge.replay import Replay
 
-    replay = Replay(EdgeSettings(station_id="bench"), engine, gallery)
+    replay = Replay(config, engine, gallery)
     ms, cpu_ms, decisions = [], [], []
+    named: dict[float, float] = {}  # visit start -> clip time at which the policy granted (before liveness)
     for index, bgr in _frames(clip, max_frames):
         started, cpu = time.perf_counter(), time.process_time()
         verdict = replay.step(bgr_to_rgb(bgr), index / fps)
         ms.append((time.perf_counter() - started) * 1000.0)
         cpu_ms.append((time.process_time() - cpu) * 1000.0)
+        held = replay.gate.held
+        if held is not None:
+            named.setdefault(held.visit_started_at, index / fps)
         if verdict is not None:
             decisions.append(_verdict(verdict, index))
+            if verdict.open_door:
+                named.setdefault(verdict.visit_started_at, index / fps)
     counts = replay.pipeline.counts
     return {"frames": len(ms), "ms": ms, "cpu_ms": cpu_ms, "encodings": counts["encodings"], "decisions": decisions,
-            "searches": dict(counts)}
+            "named": sorted(named.items()), "searches": dict(counts)}
 
 
-def _first_seen(engine: Any, clip: Path, fps: float, starts: list[int], max_frames: int | None) -> dict[int, int]:
+def _first_seen(engine: Any, clip: Path, fps: float, starts: list[int], max_frames: int | None, config: Any) -> dict[int, int]:
     """For each visit's first frame (the agent's, every frame processed), the person's first frame.
 
     The agent may find a face a few frames after it appears (with nobody in
@@ -124,10 +156,9 @@ def _first_seen(engine: Any, clip: Path, fps: float, starts: list[int], max_fram
     the shipped detection settings finds a face the policy would use. Not timed.
     """
     from core.imaging import bgr_to_rgb, to_gray
-    from edge.config import EdgeSettings
+    from edge.pipeline import whole_frame_scale
 
-    settings = EdgeSettings(station_id="bench")
-    min_px = settings.policy.min_face_px
+    min_px = config.policy.min_face_px
     lookback = int(round(fps * 2.0))  # a visit is never found later than this by the agent
     wanted = {s for start in starts for s in range(max(0, start - lookback), start)}
     grays: dict[int, Any] = {}
@@ -136,10 +167,11 @@ def _first_seen(engine: Any, clip: Path, fps: float, starts: list[int], max_fram
             grays[index] = to_gray(bgr_to_rgb(bgr))
         if index >= max(starts, default=-1):
             break
-    detection = settings.detection
+    detection = config.detection
 
     def usable_face(index: int) -> bool:
-        found = engine.detect(grays[index], scale=detection.scale, upsample=detection.upsample)
+        gray = grays[index]
+        found = engine.detect(gray, scale=whole_frame_scale(detection, gray.shape[1]), upsample=detection.upsample)
         return any(b.size >= min_px for b in found)
 
     out = {}
@@ -151,12 +183,17 @@ def _first_seen(engine: Any, clip: Path, fps: float, starts: list[int], max_fram
     return out
 
 
-def _agent_live(engine: Any, gallery: Any, clip: Path, fps: float, max_frames: int | None) -> dict[str, Any]:
+def _agent_live(engine: Any, gallery: Any, clip: Path, fps: float, max_frames: int | None, config: Any,
+                clock: str = "wall") -> dict[str, Any]:
+    """The live simulation; each frame's processing time is the measured wall time (``clock="wall"``: what
+    the pinned core gave, other processes on it included) or the process's CPU time (``"cpu"``: what a core
+    of its own would take)."""
     from core.imaging import bgr_to_rgb
-    from edge.config import EdgeSettings
     from edge.replay import Replay
 
-    replay = Replay(EdgeSettings(station_id="bench"), engine, gallery)
+    timer = time.perf_counter if clock == "wall" else time.process_time
+
+    replay = Replay(config, engine, gallery)
     now, processed, decisions = 0.0, 0, []
     named_at: dict[float, float] = {}  # visit start -> when the policy granted (the gate may hold it for liveness)
     for index, bgr in _frames(clip, max_frames):
@@ -164,9 +201,9 @@ def _agent_live(engine: Any, gallery: Any, clip: Path, fps: float, max_frames: i
             now = index / fps  # idle until this frame arrives
         elif int(now * fps + 1e-9) > index:
             continue  # a newer frame has already arrived: this one is dropped
-        started = time.perf_counter()
+        started = timer()
         verdict = replay.step(bgr_to_rgb(bgr), index / fps)
-        now += time.perf_counter() - started
+        now += timer() - started
         processed += 1
         held = replay.gate.held
         if held is not None:
@@ -215,6 +252,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--enrolled", type=int, default=10_000)
     p.add_argument("--reference-scale", type=float, default=0.5)
     p.add_argument("--core", type=int, default=0)
+    p.add_argument("--detection", action="append", default=[], metavar="KEY=VALUE")
     ns = p.parse_args(argv)
     pinned = _pin(ns.core)  # before NumPy and dlib are imported
 
@@ -225,16 +263,21 @@ def run(argv: list[str]) -> dict[str, Any]:
     engine = FaceEngine().load()
     names, vectors = _gallery(engine, ns.faces, ns.enrolled, ns.pipeline)
     gallery = Gallery.from_arrays(names, vectors, version=1)
-    out: dict[str, Any] = {"pipeline": ns.pipeline, "pinned": pinned, "enrolled": len(gallery), "clips": {}}
+    config, no_liveness = settings(ns.detection), settings(ns.detection, liveness=False)
+    out: dict[str, Any] = {"pipeline": ns.pipeline, "pinned": pinned, "enrolled": len(gallery), "clips": {},
+                           "detection": config.detection.model_dump()}
     for clip in ns.clip:
         cap = Capture(str(clip))
         fps = cap.fps or 25.0
         cap.release()
         if ns.pipeline == "agent":
-            result = _agent_every_frame(engine, gallery, clip, fps, ns.max_frames)
-            result["live"] = _agent_live(engine, gallery, clip, fps, ns.max_frames)
+            result = _agent_every_frame(engine, gallery, clip, fps, ns.max_frames, config)
+            result["live"] = _agent_live(engine, gallery, clip, fps, ns.max_frames, config)
+            result["live_no_liveness"] = _agent_live(engine, gallery, clip, fps, ns.max_frames, no_liveness)
+            result["live_cpu"] = _agent_live(engine, gallery, clip, fps, ns.max_frames, config, "cpu")
+            result["live_no_liveness_cpu"] = _agent_live(engine, gallery, clip, fps, ns.max_frames, no_liveness, "cpu")
             starts = sorted({int(round(d["visit_started_at"] * fps)) for d in result["decisions"]})
-            first = _first_seen(engine, clip, fps, starts, ns.max_frames)
+            first = _first_seen(engine, clip, fps, starts, ns.max_frames, config)
             result["first_seen"] = [[start / fps, first[start] / fps] for start in starts]
         else:
             result = _reference(engine, names, vectors, clip, ns.max_frames, ns.reference_scale)

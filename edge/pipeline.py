@@ -12,13 +12,19 @@ Per frame, :meth:`FramePipeline.analyse`:
    looked at again for someone clearly closer, at the smallest scale that
    still finds a face large enough to take over (SWITCH_RATIO times the
    followed one; a 250 px face at the door: a quarter-size search). With
-   nobody followed, the frame is searched at ``detection.scale``
-   only when the picture changed since the last search that found nobody
+   nobody followed (or the followed face missed on the previous frame, in
+   its region and on the whole frame: it left), the frame is searched only
+   when the picture changed since the last search that found nobody
    (``detection.idle_change``; at least every ``detection.idle_rescan_s``,
-   at most every ``detection.idle_interval_s``), and then only around the
-   part that changed when that is small: an empty doorway costs a thumbnail.
-   Detection runs on the grey image (HOG on grey is ~25 % cheaper than on
-   colour and found the same faces in the sample clips).
+   at most every ``detection.idle_interval_s``: every other frame of a
+   30 fps camera while the picture keeps changing), and then only around
+   the part that changed when that is small: an empty doorway costs a
+   thumbnail. Whole-frame searches run at ``detection.scale``, and a frame
+   wider than ``detection.target_width`` is shrunk to that width
+   (:func:`whole_frame_scale`): a person at the door has a face of ~1/8 of
+   the frame width whatever the camera's resolution, so a 1080p camera costs
+   what a 640x360 one does. Detection runs on the grey image (HOG on grey is
+   ~25 % cheaper than on colour and found the same faces in the sample clips).
 2. **Which face**: the largest face of at least ``detection.min_face_px``
    (the person at the door, not someone crossing the street), followed from
    frame to frame by the tracker.
@@ -28,7 +34,12 @@ Per frame, :meth:`FramePipeline.analyse`:
    frame a followed face is large enough to be encoded. A face smaller than
    the policy's ``min_face_px`` (``min_encode_px``) is followed but never
    encoded: the policy would ignore its match, and an encoding costs as much
-   as four whole-frame searches of a 640x360 frame. With an empty gallery
+   as four whole-frame searches of a 640x360 frame. A stranger (the latest
+   encoding of the track matched nobody within ``far``, the policy's
+   threshold + edge.gate.NEAR) whose face has not changed since (same size,
+   same 16x16 grey picture within 2 grey levels) is not encoded again for up
+   to a second though the gate asks: the encoding would name nobody again.
+   A face near a worker is encoded whenever asked. With an empty gallery
    nothing is encoded (there is nobody to match), but the face still counts as seen.
 4. **Landmarks** (68 points, for liveness) of the followed face when asked.
 
@@ -40,16 +51,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.faces import Box, FaceEngine
 from core.imaging import resize, to_gray
-from core.matcher import NO_MATCH, Gallery
+from core.matcher import NO_MATCH, Gallery, Match
 from edge.config import DetectionConfig
 from edge.gallery import GalleryHolder
 from core.landmarks import upscaled_landmarks
+from edge.gate import NEAR
 from edge.policy import Observation, Verdict
 from edge.tracker import SWITCH_RATIO, FaceFrame, FaceTracker, MotionGate, expand, iou, same_face
 
@@ -63,6 +76,20 @@ _HOG_FACE_PX = 80  # dlib's HOG window: the smallest face found without upsampli
 _CHANGE_MARGIN = 0.6  # in HOG-face sizes, around the changed part of an empty scene
 _CHANGE_MAX_AREA = 0.8  # a larger changed part is searched as the whole frame
 _RESCAN_SAVING = 0.85  # a rescan uses a reduced scale only when it is at most this fraction of the full one
+_REUSE_MAX_S = 1.0  # a stranger's encoding stands for an unchanged face at most this long
+_SAME_PICTURE = 2.0  # mean grey-level difference of two 16x16 face pictures that still counts as unchanged
+_SIGNATURE_PX = 16
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """The latest encoding of a followed face: when, its size, its small grey picture, its match."""
+
+    track_id: int
+    t: float
+    size: int
+    signature: np.ndarray
+    match: Match
 
 
 class FramePipeline:
@@ -77,6 +104,7 @@ class FramePipeline:
         self.counts: Counter[str] = Counter()
         self._last_search: float | None = None
         self._encoded_track: int | None = None  # the track whose face was last encoded
+        self._encoded: _Encoded | None = None
 
     @property
     def encodings_computed(self) -> int:
@@ -97,6 +125,7 @@ class FramePipeline:
         gallery: Gallery | None = None,
         min_encode_px: int = 0,
         eye_upscale_px: int = 0,
+        far: float | None = None,
     ) -> FaceFrame | None:
         """The followed face of this frame (see the module docstring), or None when there is none.
 
@@ -104,11 +133,16 @@ class FramePipeline:
         used for the rescan and idle intervals. ``min_encode_px``: a face
         smaller than this is followed but never encoded (the policy ignores
         faces below its ``min_face_px``, so their encodings could not count).
+        ``far``: a face whose latest encoding matched nobody within this
+        distance is not encoded again, though asked, while its picture has
+        not changed since (see :meth:`_unchanged_far`); None: always encode
+        when asked.
         """
         started = time.perf_counter()
         now = time.monotonic() if t is None else t
         try:
-            found = self._find(rgb, now)
+            gray = to_gray(rgb)
+            found = self._find(gray, now)
             if found is None:
                 self.last_box = None
                 return None
@@ -120,11 +154,15 @@ class FramePipeline:
                 observation = Observation(face_px=box.size, match=NO_MATCH)
             elif box.size < min_encode_px:
                 self.counts["too_small"] += 1
-            elif encode or track_id != self._encoded_track:  # a face is always encoded once
+            elif track_id != self._encoded_track or (encode and not self._unchanged_far(gray, box, track_id, now, far)):
+                # A face is always encoded once; then when asked, unless it is a stranger who has not moved.
                 vector = self.engine.encode(rgb, [box])[0]
                 self.counts["encodings"] += 1
                 self._encoded_track = track_id
                 observation = Observation(face_px=box.size, match=current.match(vector))
+                self._encoded = _Encoded(track_id, now, box.size, _signature(gray, box), observation.match)
+            elif encode:
+                self.counts["unchanged_far"] += 1  # the encoding would say what the last one said
             points = eyes = None
             if landmarks:
                 points = self.engine.landmarks_of(rgb, [box])[0]
@@ -136,9 +174,27 @@ class FramePipeline:
         finally:
             self.last_ms = (time.perf_counter() - started) * 1000.0
 
-    def _find(self, rgb: np.ndarray, now: float) -> tuple[Box, int, bool] | None:
-        height, width = rgb.shape[:2]
-        gray = to_gray(rgb)
+    def _unchanged_far(self, gray: np.ndarray, box: Box, track_id: int, now: float, far: float | None) -> bool:
+        """Whether the followed face's latest encoding, of this track, matched nobody within ``far``, is
+        less than _REUSE_MAX_S old, and the face looks the same now: same size (within 10 %), and its
+        16x16 grey picture within _SAME_PICTURE grey levels on average. A new encoding would then say
+        the same (a stranger), and the gate counts the frame as the stranger still there.
+
+        A worker whose latest encoding was near is always encoded when the gate asks: every vote
+        must rest on an encoding of its own frame.
+        """
+        last = self._encoded
+        if far is None or last is None or last.track_id != track_id or not 0.0 <= now - last.t < _REUSE_MAX_S:
+            return False
+        if last.match.identity is not None and last.match.distance <= far:
+            return False
+        if abs(box.size - last.size) > 0.1 * last.size:
+            return False
+        now_sig = _signature(gray, box)
+        return now_sig.shape == last.signature.shape and float(np.abs(now_sig - last.signature).mean()) <= _SAME_PICTURE
+
+    def _find(self, gray: np.ndarray, now: float) -> tuple[Box, int, bool] | None:
+        height, width = gray.shape[:2]
         thumb = resize(gray, min(1.0, _THUMB_WIDTH / max(width, 1)))
         cut = self.motion.see(thumb)
         followed = self.tracker.following
@@ -146,7 +202,7 @@ class FramePipeline:
             region = None if cut else self.tracker.followed_region(now, height, width)
             if region is not None:
                 rescan = self.tracker.rescan_due(now)
-                bigger = self._bigger_scale(followed) if rescan else None
+                bigger = self._bigger_scale(followed, width) if rescan else None
                 if rescan and bigger is None:
                     return self._search(gray, thumb, now, None)  # a reduced search would save little
                 area, scale = region
@@ -164,7 +220,10 @@ class FramePipeline:
                 if bigger is None:
                     return self.tracker.update(usable, now, full=False)
                 return self._rescan(gray, thumb, usable, scale, bigger, now)
-            return self._search(gray, thumb, now, None)
+            if cut or self.tracker.confirmed:
+                return self._search(gray, thumb, now, None)
+            # The face was not found on the previous frame, on the whole frame either: it left (or turned
+            # away). Looking for it again is looking for anyone: the rules for an empty scene apply.
         last, s = self._last_search, self.settings
         if last is not None and last <= now < last + s.idle_interval_s:
             self.counts["idle_skips"] += 1
@@ -183,16 +242,17 @@ class FramePipeline:
         if change is not None and change != (0.0, 0.0, 1.0, 1.0):
             # A new face is at least partly where the picture changed; the margin (about half the
             # smallest face the search can find) takes in the rest of it.
-            m = _CHANGE_MARGIN * _HOG_FACE_PX / self.settings.scale
+            m = _CHANGE_MARGIN * _HOG_FACE_PX / whole_frame_scale(self.settings, width)
             top, left, bottom, right = change
             area = Box(int(top * height - m), int(right * width + m), int(bottom * height + m), int(left * width - m)).clipped(height, width)
             if area.height * area.width > _CHANGE_MAX_AREA * height * width:
                 area = None
+        scale = whole_frame_scale(self.settings, width)
         if area is None:
-            boxes = self._detect(gray, self.settings.scale)
+            boxes = self._detect(gray, scale)
             self.counts["full_searches"] += 1
         else:
-            boxes = self._detect(gray[area.top : area.bottom, area.left : area.right], self.settings.scale, area)
+            boxes = self._detect(gray[area.top : area.bottom, area.left : area.right], scale, area)
             self.counts["change_searches"] += 1
         self._last_search = now
         usable = self._usable(boxes)
@@ -202,11 +262,11 @@ class FramePipeline:
             self.motion.searched(thumb)
         return self.tracker.update(usable, now, full=True)
 
-    def _bigger_scale(self, followed: Box) -> float | None:
+    def _bigger_scale(self, followed: Box, width: int) -> float | None:
         """The scale at which a whole-frame search still finds every face large enough to take over
         from ``followed`` (FaceTracker.takes_over); None when that is (nearly) the full search scale."""
         scale = _HOG_FACE_PX / (SWITCH_RATIO * max(followed.size, 1))
-        return scale if scale < _RESCAN_SAVING * self.settings.scale else None
+        return scale if scale < _RESCAN_SAVING * whole_frame_scale(self.settings, width) else None
 
     def _rescan(
         self, gray: np.ndarray, thumb: np.ndarray, found: list[Box], region_scale: float, scale: float, now: float
@@ -250,6 +310,27 @@ class FramePipeline:
         return [Box(b.top + offset.top, b.right + offset.left, b.bottom + offset.top, b.left + offset.left) for b in boxes]
 
 
+def _signature(gray: np.ndarray, box: Box) -> np.ndarray:
+    """The face as a 16x16 grey picture (int16): what "the face looks the same" is judged on."""
+    area = box.clipped(gray.shape[0], gray.shape[1])
+    crop = gray[area.top : area.bottom, area.left : area.right].astype(np.int32)
+    h, w = crop.shape[:2]
+    if h < _SIGNATURE_PX or w < _SIGNATURE_PX:
+        return np.zeros((0, 0), np.int16)
+    ys = np.linspace(0, h, _SIGNATURE_PX + 1).astype(int)
+    xs = np.linspace(0, w, _SIGNATURE_PX + 1).astype(int)
+    sums = np.add.reduceat(np.add.reduceat(crop, ys[:-1], axis=0), xs[:-1], axis=1)
+    return (sums // np.outer(np.diff(ys), np.diff(xs))).astype(np.int16)  # block means
+
+
+def whole_frame_scale(settings: DetectionConfig, width: int) -> float:
+    """The scale of a whole-frame search of a frame ``width`` pixels wide: ``settings.scale``, or
+    less for a frame wider than ``settings.target_width`` (shrunk to that width)."""
+    if settings.target_width and width > settings.target_width:
+        return min(settings.scale, settings.target_width / width)
+    return settings.scale
+
+
 def _fractions(area: Box, height: int, width: int) -> tuple[float, float, float, float]:
     return (area.top / height, area.left / width, area.bottom / height, area.right / width)
 
@@ -259,5 +340,6 @@ def run_frame(pipeline: FramePipeline, gate: "DoorGate", rgb: np.ndarray, t: flo
     face = pipeline.analyse(
         rgb, t=t, encode=gate.wants_encoding, landmarks=gate.wants_landmarks, eye_upscale_px=gate.eye_upscale_px,
         min_encode_px=gate.policy.config.min_face_px,  # the policy ignores smaller faces: never worth encoding
+        far=gate.policy.config.threshold + NEAR,  # beyond it a match cannot vote, nor soon: an unchanged stranger is not re-encoded
     )
     return gate.observe(face)

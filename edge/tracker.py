@@ -140,6 +140,11 @@ class FaceTracker:
             return None
         return region, min(1.0, self.roi_face_px / max(track.box.size, 1))
 
+    @property
+    def confirmed(self) -> bool:
+        """Whether the followed face was seen on the most recent frame (False when nothing is followed)."""
+        return self._track is not None and self._track.confirmed
+
     def rescan_due(self, t: float) -> bool:
         """Whether the whole frame should be looked at again for a clearly larger face (every ``rescan_s``)."""
         return self._last_full is None or t < self._last_full or t - self._last_full >= self.rescan_s

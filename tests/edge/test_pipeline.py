@@ -80,7 +80,8 @@ def test_faces_below_min_face_px_are_not_used(face_engine, photos, obama_only) -
 
 
 def test_the_largest_face_of_a_group_is_the_one_matched(face_engine, photos, obama_only) -> None:  # noqa: ANN001
-    pipeline = FramePipeline(face_engine, DetectionConfig(scale=1.0, min_face_px=20))
+    # The photo is searched at its own resolution (target_width 0), as face_engine.detect does here.
+    pipeline = FramePipeline(face_engine, DetectionConfig(scale=1.0, min_face_px=20, target_width=0))
     boxes = face_engine.detect(photos["two_people"])
     assert len(boxes) == 2
     obs = pipeline.process(photos["two_people"], obama_only)

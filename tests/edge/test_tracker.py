@@ -179,3 +179,17 @@ def test_still_looks_only_inside_the_region_since_the_last_detection() -> None:
     inside = thumb()
     inside[10, 10] = 0
     assert gate.still(inside, 0.1, 0.1, 0.5, 0.5) is False
+
+
+def test_a_face_missed_on_the_last_frame_is_still_followed_but_no_longer_confirmed() -> None:
+    # The pipeline then searches as for an empty scene (edge/pipeline.py): the face left or turned away.
+    tracker = FaceTracker(rescan_s=0.5)
+    assert not tracker.confirmed  # nothing followed
+    face = box(200, 100, 120)
+    tracker.update([face], 0.0, full=True)
+    assert tracker.confirmed
+    assert tracker.update([], 0.04, full=True) is None
+    assert tracker.following == face and not tracker.confirmed
+    assert tracker.followed_region(0.08, 480, 640) is None  # no region to search around an unconfirmed face
+    assert tracker.update([box(205, 100, 120)], 0.08, full=True) == (box(205, 100, 120), 1, False)  # same track
+    assert tracker.confirmed
