@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -73,6 +73,13 @@ class ServerSettings(BaseSettings):
     http_port: int = Field(default=8080, ge=1, le=65535, description="TCP port of the HTTP API")
     api_token: SecretStr = Field(
         description=f"Bearer token every /api request must carry (except /api/health); no default: {TOKEN_HINT}",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Optional bearer token for GET /metrics only, so that Prometheus need not hold api_token; unset: "
+            f"/metrics takes api_token alone. At least {MIN_TOKEN_CHARS} characters (docs/deploy.md, Health)"
+        ),
     )
     mqtt_host: str = Field(default="127.0.0.1", min_length=1, max_length=255, description="MQTT broker host")
     mqtt_port: int = Field(default=1883, ge=1, le=65535, description="MQTT broker port")
@@ -184,11 +191,13 @@ class ServerSettings(BaseSettings):
         default=5000, ge=10, le=100_000, description="Rows changed per transaction by retention (short locks)"
     )
 
-    @field_validator("api_token")
+    @field_validator("api_token", "metrics_token")
     @classmethod
-    def _token_long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value().strip()) < MIN_TOKEN_CHARS:
-            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters: {TOKEN_HINT}")
+    def _token_long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+            name = info.field_name or "api_token"
+            hint = TOKEN_HINT.replace("API_TOKEN", name.upper()).replace("api_token", name)
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters: {hint}")
         return value
 
     @field_validator("mqtt_tls_ca")
@@ -267,7 +276,7 @@ def config_error(err: ValidationError) -> ConfigError:
             problem = "unknown setting (check the spelling)"
         else:
             problem = str(item.get("msg", "invalid")).removeprefix("Value error, ")
-            if "input" in item and key not in {"api_token", "mqtt_password"}:
+            if "input" in item and key not in {"api_token", "metrics_token", "mqtt_password"}:
                 problem += f" (got {str(item['input'])[:80]!r})"
         problems.append((key, problem))
     return ConfigError(problems)

@@ -3,8 +3,9 @@
 Every route under ``/api`` except ``GET /api/health`` requires either
 ``Authorization: Bearer <api_token>`` (scripts; acts as an admin) or a signed-in
 browser session whose role may use the route (server/web/auth.py). The admin
-web pages are mounted on the same app (server/web). create_app does not migrate the database: the
-runtime (server.runtime) does that before it serves.
+web pages are mounted on the same app (server/web). ``GET /healthz`` (no token) and ``GET /metrics``
+(Prometheus; ``metrics_token`` or ``api_token``) sit outside /api (server/api/routes/health.py, server/health.py).
+create_app does not migrate the database: the runtime (server.runtime) does that before it serves.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from server.db import make_engine, make_sessionmaker
 from server.enrollment import PhotoEncoder
 from server.entries import InvalidCursor
 from server.errors import Conflict, NotFound
+from server.health import ServerMetrics
 from server.ingest import Ingest
 from server.tables import Role
 from server.web import mount_web
@@ -53,6 +55,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.metrics.close()
         if owns_engine:
             db.dispose()
 
@@ -72,6 +75,8 @@ def create_app(
         encoder=PhotoEncoder(face_engine=face_engine, max_side=settings.enroll_max_side),
         ingest=ingest,
     )
+    app.state.metrics = ServerMetrics(db, ingest)  # its own registry: several apps may share a process
+    app.include_router(health.root)  # /healthz and /metrics (server/api/routes/health.py)
     api = APIRouter(prefix="/api")
     api.include_router(health.router)
     # Who may call what (server/web/auth.py): the bearer token acts as an admin; a signed-in
