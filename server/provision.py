@@ -16,7 +16,9 @@
 The broker reads its password file again on SIGHUP (``systemctl reload
 mosquitto``). Provisioning a registered station again refuses, unless
 ``rotate`` is set: then its password is replaced (the old one stops working
-after the broker's reload).
+after the broker's reload). :func:`remove_broker_login` deletes a removed
+station's user from the file the same way (``mosquitto_passwd -D``); after the
+reload the broker refuses its login and disconnects it if it is connected.
 """
 
 from __future__ import annotations
@@ -170,6 +172,37 @@ def _add_password(exe: str, password_file: Path, username: str, password: str) -
     if result.returncode != 0:
         why = (result.stderr or result.stdout).strip().splitlines()
         raise ProvisionError(f"mosquitto_passwd could not update {password_file}: {why[-1] if why else 'failed'}")
+
+
+def remove_broker_login(*, settings: ServerSettings, station_id: str) -> bool | None:
+    """Delete the station's user from ``mqtt_password_file``.
+
+    True: deleted (the broker refuses it after its next reload); False: the file has no such user
+    (never provisioned, or deleted already); None: no password file is configured, so the broker
+    login, if any, must be removed by hand. ProvisionError if the file cannot be changed.
+    """
+    check_station_id(station_id)  # also keeps option-like names away from the command line
+    password_file = settings.mqtt_password_file
+    if password_file is None:
+        return None
+    try:
+        users = {line.split(":", 1)[0] for line in password_file.read_text(encoding="utf-8").splitlines()}
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise ProvisionError(f"cannot read the broker's password file {password_file}: {err.strerror}") from err
+    if station_id not in users:
+        return False
+    passwd_exe = shutil.which("mosquitto_passwd")
+    if passwd_exe is None:
+        raise ProvisionError("mosquitto_passwd was not found: install Debian's mosquitto (apt-get install mosquitto)")
+    result = subprocess.run([passwd_exe, "-D", str(password_file), station_id], text=True, capture_output=True,
+                            timeout=30)
+    if result.returncode != 0:
+        why = (result.stderr or result.stdout).strip().splitlines()
+        raise ProvisionError(f"mosquitto_passwd could not update {password_file}: {why[-1] if why else 'failed'}")
+    log.info("broker login of station %s deleted from %s", station_id, password_file)
+    return True
 
 
 def _write_private(path: Path, text: str) -> None:

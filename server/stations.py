@@ -4,6 +4,15 @@ A station's acknowledged gallery version V means "every change up to V is
 applied here" (see edge/sync.py), so a change with version N is confirmed by
 exactly the stations whose acknowledged version is at least N: the per change,
 per station view ("deleted on 3 of 4 stations") needs no table of its own.
+
+Removing a station (:func:`remove_station`) deletes its row; its entries,
+snapshots and usage counts keep the station id for audits. Workers limited to
+a list of stations that names it lose it from their list, each with a gallery
+change, so the other stations hold exactly what they held (a worker whose only
+station it was may enter nowhere, never everywhere). Re-registering the id
+later starts its config version above the one the removed station had
+reached, because the station may still hold that config (it ignores older
+ones).
 """
 
 from __future__ import annotations
@@ -16,18 +25,29 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models.messages import StationStatus, SyncAck
+from models.messages import GalleryChange, StationStatus, SyncAck
 from models.topics import check_station_id
+from server import audit, gallery
 from server.errors import Conflict, NotFound
-from server.tables import GalleryChangeRow, Station, utcnow
+from server.tables import AuditEvent, GalleryChangeRow, Station, Worker, utcnow
+
+REMOVE_ACTION = "station.remove"
 
 
-def register_station(*, session: Session, station_id: str, name: str) -> Station:
-    """Register a station; only registered stations may send entries or sync."""
+def register_station(*, session: Session, station_id: str, name: str, **settings: str) -> Station:
+    """Register a station (and commit whatever the session holds, e.g. its audit row).
+
+    ``settings``: place, time_zone, opening_hours, mode (validated by the caller; absent: the defaults).
+    Only registered stations may send entries or sync.
+    """
     check_station_id(station_id)
+    unknown = set(settings) - {"place", "time_zone", "opening_hours", "mode"}
+    if unknown:
+        raise TypeError(f"not a station setting: {', '.join(sorted(unknown))}")
     if session.get(Station, station_id) is not None:
         raise Conflict(f"station {station_id!r} is already registered")
-    station = Station(station_id=station_id, name=name)
+    station = Station(station_id=station_id, name=name, config_version=_version_after_removal(session, station_id),
+                      **settings)
     session.add(station)
     try:
         session.commit()
@@ -35,6 +55,54 @@ def register_station(*, session: Session, station_id: str, name: str) -> Station
         session.rollback()
         raise Conflict(f"station {station_id!r} is already registered") from err
     return station
+
+
+def _version_after_removal(session: Session, station_id: str) -> int:
+    """0, or one more than the config version a removed station of this id had reached (its audit rows)."""
+    details = session.scalars(
+        select(AuditEvent.detail).where(AuditEvent.action == REMOVE_ACTION, AuditEvent.target == station_id)
+    )
+    reached = [d.get("config_version") for d in details if isinstance(d, dict)]
+    return max((v + 1 for v in reached if isinstance(v, int)), default=0)
+
+
+@dataclass(frozen=True)
+class RemovedStation:
+    station_id: str
+    name: str
+    config_version: int
+    changes: list[GalleryChange]
+    """One per worker whose station list named the station (broadcast them: server.api.deps.broadcast)."""
+
+
+def remove_station(*, session: Session, station_id: str, actor: str) -> RemovedStation:
+    """Delete a station's row, audited as ``station.remove``; NotFound if it is not registered.
+
+    Workers whose list names it are changed first (each commits its gallery
+    change), the station row and the audit row last, together: should this
+    fail half-way, the station is still registered and removing it again
+    finishes the job. The caller clears its retained config and broker login.
+    """
+    station = get_station(session=session, station_id=station_id)
+    name, version = station.name, station.config_version
+    limited = session.execute(
+        select(Worker.worker_id, Worker.stations, Worker.valid_from, Worker.valid_until)
+        .where(Worker.stations.is_not(None)).order_by(Worker.worker_id)
+    ).all()
+    changes = []
+    for worker_id, listed, valid_from, valid_until in limited:
+        if station_id in (listed or ()):
+            _worker, change = gallery.set_access(
+                session=session, worker_id=worker_id, valid_from=valid_from, valid_until=valid_until,
+                stations=[s for s in listed if s != station_id],
+            )
+            changes.append(change)
+    station = get_station(session=session, station_id=station_id)
+    audit.record(session, actor=actor, action=REMOVE_ACTION, target=station_id, detail={
+        "name": name, "config_version": version, "workers": [c.worker_id for c in changes]})
+    session.delete(station)
+    session.commit()
+    return RemovedStation(station_id, name, version, changes)
 
 
 def list_stations(*, session: Session) -> Sequence[Station]:

@@ -6,7 +6,7 @@ deploy ACL), and the page shows it online with its heartbeat; the process is
 killed without a goodbye and, after a reload, the page shows it offline (the
 broker published its last will). The list shows alarms, camera state, gallery
 lag and heartbeat times in the station's zone; auditors read but cannot change;
-edits are validated and audited.
+edits are validated and audited; an admin removes a station by typing its ID.
 
 With WAYSTATION_DOC_SCREENSHOTS=docs/img the list is also saved as docs/img/admin-stations.png.
 """
@@ -27,14 +27,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 
 from core.i18n import translator
+from models.encoding import FACE_MODEL_ID
 from models.messages import Decision, EntryEvent, EventKind
+from server import gallery
 from server.ingest_store import store_events
 from server.runtime import ServerRuntime
-from server.tables import AuditEvent, Entry, GalleryChangeRow, Station, utcnow
+from server.tables import AuditEvent, Entry, GalleryChangeRow, Station, Worker, utcnow
 from tests.support.browser import WebApp, create_users, web_settings
 from tests.support.services import Mosquitto, make_pki, need
 from tests.support.usage_data import fill
@@ -306,3 +309,52 @@ def test_five_busy_stations_show_their_own_state(web: WebApp, browser) -> None: 
     assert filled.n_entries == 3000
     if SHOTS:
         page.screenshot(path=str(Path(SHOTS) / "admin-stations.png"), full_page=True)
+
+
+def test_an_admin_removes_a_station_by_typing_its_id(web: WebApp, browser) -> None:  # noqa: ANN001
+    """Without a broker password file (the `web` server has none) the page says the login must go by hand."""
+    seed_stations(web)
+    vector = np.random.default_rng(7).normal(size=128).astype(np.float32)
+    with web.sessions() as session:
+        for worker_id, listed in (("w-sh", ["sh-2"]), ("w-sh-bj", ["sh-2", "bj-1"]), ("w-bj", ["bj-1"])):
+            gallery.enroll_worker(session=session, name=worker_id, vectors=[vector / np.linalg.norm(vector)],
+                                  model_id=FACE_MODEL_ID, worker_id=worker_id)
+            gallery.set_access(session=session, worker_id=worker_id, valid_from=None, valid_until=None,
+                               stations=listed)
+    auditor = web.login(browser, "auditor")
+    auditor.goto(web.url + "/stations/sh-2")
+    assert auditor.locator("#remove-station").count() == 0
+    assert auditor.goto(web.url + "/stations/sh-2/remove").status == 403
+
+    page = web.login(browser, "admin")
+    page.goto(web.url + "/stations/sh-2")
+    page.click("#remove-station")
+    page.wait_for_url("**/stations/sh-2/remove*")
+    assert page.locator("#limited-workers").inner_text().startswith(
+        "2 workers may enter only at listed stations that include this one")
+    assert "For 1 of them it is the only station" in page.locator("#limited-workers").inner_text()
+    assert "remove the station's broker login by hand" in page.locator("#broker-login").inner_text()
+    page.fill("input[name=confirm_id]", "bj-1")  # another station's ID
+    page.click("#confirm-remove")
+    assert page.locator("[role=alert]").inner_text() == (
+        "The ID you typed is not this station's ID. Nothing was removed.")
+    with web.sessions() as session:
+        assert session.get(Station, "sh-2") is not None
+    page.fill("input[name=confirm_id]", "sh-2")
+    page.click("#confirm-remove")
+    page.wait_for_url("**/stations?removed=sh-2*")
+    assert page.locator("#removed").inner_text() == "Station sh-2 removed."
+    assert page.locator("#remove-login").inner_text().startswith(
+        "No broker password file is configured: remove the station's broker login by hand (mosquitto_passwd -D")
+    assert page.locator("#stations tbody tr").evaluate_all("rows => rows.map(r => r.dataset.station)") == [
+        "bj-1", "xj-3"]
+    with web.sessions() as session:
+        assert session.get(Station, "sh-2") is None
+        lists = {w: session.get(Worker, w).stations for w in ("w-sh", "w-sh-bj", "w-bj")}
+        row = session.query(AuditEvent).filter_by(action="station.remove").one()
+    assert lists == {"w-sh": [], "w-sh-bj": ["bj-1"], "w-bj": ["bj-1"]}
+    assert (row.actor, row.target, row.detail["workers"]) == ("admin", "sh-2", ["w-sh", "w-sh-bj"])
+    # In Chinese, too.
+    zh = web.login(browser, "admin", language="zh_CN")
+    zh.goto(web.url + "/stations/xj-3")
+    assert zh.locator("#remove-station").inner_text() == "移除驿站"

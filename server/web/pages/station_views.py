@@ -15,7 +15,6 @@ admin downloads it. The password is nowhere else (the broker keeps a hash).
 from __future__ import annotations
 
 import io
-import re
 import secrets
 import tempfile
 import threading
@@ -29,9 +28,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.messages import Decision, EventKind
+from models.station_config import is_valid_opening_hours
 from server.config import ServerSettings
 from server.provision import provision_station
-from server.tables import Entry, Station, utcnow
+from server.tables import Entry, Station, Worker, utcnow
 from server.web.templating import N_
 
 ALARM_WINDOW = timedelta(hours=24)
@@ -61,7 +61,6 @@ ALARMS = {
     "camera_down": N_("Camera not working"),
     "outbox_full": N_("Outbox nearly full"),
 }
-_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
 
 
 @dataclass(frozen=True)
@@ -116,12 +115,28 @@ def station_views(session: Session, stations: list[Station], latest_version: int
     return views
 
 
+@dataclass(frozen=True)
+class RemovalFacts:
+    """What removing a station changes beyond its own row, for the confirmation page."""
+
+    limited_workers: int
+    """Workers whose station list names it: it is dropped from their lists."""
+    stranded_workers: int
+    """Of those, the ones for whom it is the only station: afterwards they may enter nowhere."""
+
+
+def removal_facts(session: Session, station: Station) -> RemovalFacts:
+    lists = session.scalars(select(Worker.stations).where(Worker.stations.is_not(None)))
+    naming = [listed for listed in lists if station.station_id in (listed or ())]
+    return RemovalFacts(len(naming), sum(1 for listed in naming if len(listed) == 1))
+
+
 def valid_opening_hours(text: str) -> bool:
-    """"24h", or comma-separated ranges like "06:00-22:00" (a range may cross midnight: "20:00-06:00")."""
-    if text == "24h":
-        return True
-    parts = [p.strip() for p in text.split(",")]
-    return bool(parts) and all(_HOURS.match(p) for p in parts)
+    """"24h", or comma-separated ranges like "06:00-22:00" (a range may cross midnight: "20:00-06:00").
+
+    The stations judge them with the same parser (models/station_config.py).
+    """
+    return is_valid_opening_hours(text)
 
 
 def make_bundle(settings: ServerSettings, station_id: str, name: str) -> bytes:

@@ -5,8 +5,17 @@ Admins register a station (POST /stations) and get its provisioning bundle
 download; they can also give a station new credentials (POST
 /stations/{id}/provision: the old password stops working once the broker has
 reloaded its password file) and edit its name, place, time zone, opening
-hours and access mode (POST /stations/{id}). Every change is audited. Times
-are shown in the station's own time zone.
+hours and access mode (POST /stations/{id}). Every change is audited. A new
+mode, opening hours or time zone is sent to the station at once (retained, so
+an offline station gets it when it reconnects; server/station_config.py), and
+the station page shows whether the station applied it. Times are shown in the
+station's own time zone.
+
+Admins also remove a station (GET/POST /stations/{id}/remove, typing its ID to
+confirm, like deleting a worker): its row goes (its entries keep the ID),
+workers limited to it lose it from their station lists, its retained config is
+cleared, and its broker login is deleted from the password file when the
+server manages one (the page says so, or that it must be removed by hand).
 """
 
 from __future__ import annotations
@@ -19,12 +28,16 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from core.i18n import DEFAULT_TIME_ZONE, is_time_zone, translator
+from models.station_config import parse_opening_hours
 from models.topics import check_station_id
 from server import audit
-from server.errors import Conflict
+from server.api.routes.stations import LOGIN_OUTCOMES, finish_removal
+from server.errors import Conflict, NotFound
 from server.gallery import latest_version
 from server.provision import ProvisionError
-from server.stations import list_stations, register_station
+from server.station_config import FIELDS as CONFIG_FIELDS
+from server.station_config import ConfigState, mark_changed
+from server.stations import list_stations, register_station, remove_station
 from server.tables import Entry, Role, Station, Worker
 from server.web.auth import PageUser, require_role
 from server.web.pages.station_views import (
@@ -36,6 +49,7 @@ from server.web.pages.station_views import (
     KINDS,
     MODES,
     make_bundle,
+    removal_facts,
     station_views,
     valid_opening_hours,
 )
@@ -52,7 +66,7 @@ NO_STATION = N_("There is no station with this ID.")
 
 
 def _check(values: dict[str, str]) -> list[str]:
-    """The problems with a station's settings, in English (message ids)."""
+    """The problems with a station's settings, in English (message ids); valid opening hours are normalised."""
     problems = []
     if not values["name"] or len(values["name"]) > 100:
         problems.append(N_("Give the station a name (at most 100 characters)."))
@@ -60,26 +74,29 @@ def _check(values: dict[str, str]) -> list[str]:
         problems.append(N_("Unknown time zone: use a name like Asia/Shanghai or Asia/Urumqi."))
     if not valid_opening_hours(values["opening_hours"]):
         problems.append(N_("Opening hours: write 24h, or times like 06:00-22:00 (several separated by commas)."))
+    else:  # stored as the stations read it back, so a mere respelling is no change
+        values["opening_hours"] = str(parse_opening_hours(values["opening_hours"]))
     if values["mode"] not in MODES:
         problems.append(N_("Unknown access mode."))
     return problems
 
 
 def _list_page(request: Request, user: PageUser, *, code: int = 200, problems: list[str] | None = None,
-               new: dict[str, str] | None = None) -> Response:
+               new: dict[str, str] | None = None, removed: str = "", login: str = "") -> Response:
     tr = translator(user.language)
     with request.app.state.ctx.sessions() as session:
         views = station_views(session, list(list_stations(session=session)), latest_version(session=session))
     return render(request, "stations.html", status_code=code, views=views, modes=MODES, alarm_labels=ALARMS,
-                  cameras=CAMERA_STATES,
+                  cameras=CAMERA_STATES, removed=removed, login=login if login in LOGIN_OUTCOMES else "",
+                  password_file=str(request.app.state.ctx.settings.mqtt_password_file or ""),
                   problems=[tr.gettext(p) for p in problems or []], default_zone=DEFAULT_TIME_ZONE,
                   new=new or {"station_id": "", "name": "", "place": "", "time_zone": DEFAULT_TIME_ZONE,
                               "opening_hours": "24h", "mode": "face_or_qr"})
 
 
 @router.get("/stations")
-def stations_page(request: Request, user: Reader) -> Response:
-    return _list_page(request, user)
+def stations_page(request: Request, user: Reader, removed: str = "", login: str = "") -> Response:
+    return _list_page(request, user, removed=removed[:63], login=login)
 
 
 @router.post("/stations")
@@ -99,16 +116,16 @@ def register(
     ctx = request.app.state.ctx
     if not problems:
         with ctx.sessions() as session:
+            # Added first: register_station commits it with the station, or drops it with a conflict.
+            audit.record(session, actor=user.actor, action="station.register", target=values["station_id"],
+                         detail={k: values[k] for k in EDITABLE})
             try:
-                station = register_station(session=session, station_id=values["station_id"], name=values["name"])
+                register_station(session=session, station_id=values["station_id"], name=values["name"],
+                                 **{f: values[f] for f in EDITABLE if f != "name"})
             except Conflict:
                 problems.append(N_("A station with this ID is registered already."))
             else:
-                for field in EDITABLE:
-                    setattr(station, field, values[field])
-                audit.record(session, actor=user.actor, action="station.register", target=station.station_id,
-                             detail={k: values[k] for k in EDITABLE})
-                session.commit()
+                _publish_config(request, values["station_id"])
     if problems:
         return _list_page(request, user, code=status.HTTP_400_BAD_REQUEST, problems=problems, new=values)
     return _provision(request, user, values["station_id"], first=True)
@@ -176,9 +193,24 @@ def edit(
         if changes:
             for field, (_old, new) in changes.items():
                 setattr(station, field, new)
+            if any(f in changes for f in CONFIG_FIELDS):
+                mark_changed(station)  # same transaction: a saved change always has its own version
             audit.record(session, actor=user.actor, action="station.edit", target=station_id, detail=changes)
             session.commit()
+    if any(f in changes for f in CONFIG_FIELDS):
+        _publish_config(request, station_id)
     return RedirectResponse(f"/stations/{station_id}?saved=1", status_code=status.HTTP_303_SEE_OTHER)
+
+
+def _publish_config(request: Request, station_id: str) -> None:
+    """Send the station its new mode and opening hours (retained: it gets them when it is next online)."""
+    ingest = request.app.state.ctx.ingest
+    if ingest is None:  # no MQTT in this process: the config goes out when the server next connects
+        return
+    try:
+        ingest.configs.publish(station_id)
+    except Exception:  # saved already; every (re)connect of the server publishes all configs again
+        log.exception("station %s: publishing its config failed", station_id)
 
 
 def _station_page(request: Request, user: PageUser, station_id: str, *, bundle: str = "", saved: bool = False,
@@ -190,6 +222,7 @@ def _station_page(request: Request, user: PageUser, station_id: str, *, bundle: 
         if station is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, tr.gettext(NO_STATION))
         view = station_views(session, [station], latest_version(session=session))[0]
+        config = ConfigState.of(station)  # the database: any ingest process may have stored the answer
         events = session.execute(
             select(Entry, Worker.name).outerjoin(Worker, Worker.worker_id == Entry.worker_id)
             .where(Entry.station_id == station_id).order_by(Entry.occurred_at.desc(), Entry.id.desc())
@@ -198,9 +231,46 @@ def _station_page(request: Request, user: PageUser, station_id: str, *, bundle: 
     waiting = bool(bundle) and BUNDLES.waiting(station_id, bundle)
     return render(
         request, "station.html", status_code=code, v=view, st=station, events=events, modes=MODES, kinds=KINDS,
-        decisions=DECISIONS,
+        decisions=DECISIONS, config=config,
         alarm_labels=ALARMS, cameras=CAMERA_STATES, doors=DOOR_STATES, bundle=bundle if waiting else "",
         bundle_gone=bool(bundle) and not waiting, saved=saved,
         problems=[tr.gettext(p) for p in problems or []], provision_error=provision_error,
         form=form or {f: getattr(station, f) for f in EDITABLE},
     )
+
+
+# -- removal -------------------------------------------------------------------------------
+
+
+def _remove_page(request: Request, user: PageUser, station_id: str, *, error: bool = False,
+                 code: int = 200) -> Response:
+    ctx = request.app.state.ctx
+    with ctx.sessions() as session:
+        station = session.get(Station, station_id)
+        if station is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, translator(user.language).gettext(NO_STATION))
+        facts = removal_facts(session, station)
+        return render(request, "station_remove.html", status_code=code, st=station, facts=facts, error=error,
+                      password_file=str(ctx.settings.mqtt_password_file or ""))
+
+
+@router.get("/stations/{station_id}/remove")
+def remove_form(request: Request, user: Admin, station_id: str) -> Response:
+    return _remove_page(request, user, station_id)
+
+
+@router.post("/stations/{station_id}/remove")
+def remove(
+    request: Request, user: Admin, station_id: str, confirm_id: Annotated[str, Form(max_length=100)] = ""
+) -> Response:
+    """Remove only when the admin typed the station's ID: its broker login and config go with it."""
+    ctx = request.app.state.ctx
+    if confirm_id.strip() != station_id:
+        return _remove_page(request, user, station_id, error=True, code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    with ctx.sessions() as session:
+        try:
+            removed = remove_station(session=session, station_id=station_id, actor=user.actor)
+        except NotFound:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, translator(user.language).gettext(NO_STATION)) from None
+    login = finish_removal(ctx, removed)
+    return RedirectResponse(f"/stations?removed={station_id}&login={login}", status_code=status.HTTP_303_SEE_OTHER)
