@@ -159,6 +159,37 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
     return buf.tobytes()
 
 
+def face_jpeg(
+    rgb: np.ndarray,
+    box: tuple[int, int, int, int],
+    *,
+    margin: float = 0.4,
+    max_side: int = 160,
+    quality: int = 80,
+    max_bytes: int | None = None,
+) -> bytes:
+    """A JPEG of one face: ``box`` (top, right, bottom, left) grown by ``margin`` of its size on every side,
+    clipped to the image, shrunk to at most ``max_side`` pixels on its longer side.
+
+    Never more than the face's surroundings: the crop is a copy, the frame is not kept. With
+    ``max_bytes``, the quality is lowered step by step (down to 30) until the JPEG fits; ImageError
+    if even that does not fit, or the box lies outside the image.
+    """
+    h, w = rgb.shape[:2]
+    top, right, bottom, left = box
+    grow_y, grow_x = int((bottom - top) * margin), int((right - left) * margin)
+    y0, y1 = max(0, top - grow_y), min(h, bottom + grow_y)
+    x0, x1 = max(0, left - grow_x), min(w, right + grow_x)
+    if y1 - y0 < 2 or x1 - x0 < 2:
+        raise ImageError(f"the face box {box} lies outside the {w}x{h} image")
+    crop, _scale = fit_within(np.ascontiguousarray(rgb[y0:y1, x0:x1]), max_side)
+    for q in range(quality, 29, -10) if max_bytes is not None else (quality,):
+        data = encode_jpeg(crop, q)
+        if max_bytes is None or len(data) <= max_bytes:
+            return data
+    raise ImageError(f"a {crop.shape[1]}x{crop.shape[0]} face does not fit in {max_bytes} bytes even at quality 30")
+
+
 def detect_qr(rgb: np.ndarray) -> list[str]:
     """The texts of the QR codes readable in an RGB frame (empty when none).
 

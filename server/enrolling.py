@@ -44,6 +44,7 @@ from server.enrollment_samples import (
     DUPLICATE_THRESHOLD, THUMBNAIL_PX, Duplicate, SampleResult, check_sample, find_duplicate,
 )
 from server.errors import Conflict, NotFound, ServerError
+from server.snapshots import forget_worker
 from server.tables import (
     WORKER_CATEGORIES, Consent, EnrollmentSession, Role, SessionStaff, User, Worker, WorkerPhoto, WorkerStatus,
     utcnow,
@@ -271,8 +272,10 @@ def withdraw_consent(*, session: Session, worker_id: str, actor: str) -> Gallery
     worker.samples.clear()  # delete-orphan: the rows go at the flush
     if photo is not None:
         session.delete(photo)
+    snapshots = forget_worker(session, worker_id)  # refused attempts' pictures that may show this face
     audit.record(session, actor=actor, action="worker.consent_withdraw", target=worker_id,
-                 detail={"samples_deleted": samples, "photo_deleted": photo is not None})
+                 detail={"samples_deleted": samples, "photo_deleted": photo is not None,
+                         "snapshots_deleted": snapshots})
     # set_status re-broadcasts the worker's current state, which now carries no encodings.
     _worker, change = gallery.set_status(session=session, worker_id=worker_id, status=WorkerStatus(worker.status))
     log.info("consent of worker %s withdrawn by %s: %d samples deleted, gallery version %d",

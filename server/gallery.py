@@ -38,6 +38,7 @@ from models.messages import (
 )
 from models.topics import check_station_id
 from server.errors import Conflict, NotFound
+from server.snapshots import forget_worker
 from server.tables import FaceSample, GalleryChangeRow, Worker, WorkerStatus
 
 
@@ -171,10 +172,13 @@ def delete_worker(*, session: Session, worker_id: str) -> GalleryChange:
     """Delete the worker's row, name, phone and face samples; append a delete change.
 
     Entry logs keep the (random) worker id, so audits still group a person's
-    entries without any personal data left on the server.
+    entries without any personal data left on the server. Snapshots of refused
+    attempts that name the worker (a spoof with their face, their QR with another
+    face) may show them, so they go too (server.snapshots.forget_worker).
     """
     worker = get_worker(session=session, worker_id=worker_id)
     session.delete(worker)
+    forget_worker(session, worker_id)
     session.flush()
     version = _append_change(session, GalleryOp.DELETE, worker_id)
     session.commit()

@@ -5,17 +5,23 @@ bookmarked or sent on. Dates are whole days in the chosen station's time zone
 (Asia/Shanghai when no station is chosen), "to" included. Times in the table
 are shown in each row's station time zone; both the station's clock and the
 server's receive time are shown, since a station's clock can be off.
+
+Rows of refused attempts from stations that send snapshots have a "Snapshot"
+link: the face picture is shown only when someone asks for it (entries.js
+puts it in the row; without JavaScript the link opens it), and every view is
+audited (``entries.snapshot_view``) and never cached.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 
@@ -25,6 +31,7 @@ from server import audit
 from server.entries import InvalidCursor
 from server.entrylog import EntryFilter, entry_log_page
 from server.export import CSV_MEDIA_TYPE, EXPORT_COLUMNS, export_csv, export_filename
+from server.snapshots import snapshot_of, with_snapshots
 from server.tables import WORKER_CATEGORIES, Role, Station, utcnow
 from server.web.auth import PageUser, require_role
 from server.web.templating import N_, render
@@ -149,6 +156,7 @@ def entries_page(
                 problems.append(N_("That page link is no longer valid; showing the newest entries."))
                 page = entry_log_page(session=session, filters=filters, limit=PAGE_SIZE)
                 rows, next_cursor = list(page.rows), page.next_cursor
+        snapshots = with_snapshots(session, [r.event_id for r in rows])
     return render(
         request,
         "entries.html",
@@ -156,6 +164,7 @@ def entries_page(
         form=form,
         stations=stations,
         rows=rows,
+        snapshots=snapshots,
         problems=[tr.gettext(p) for p in problems],
         next_url=f"/entries?{form.query(cursor=next_cursor)}" if next_cursor else None,
         first_url=f"/entries?{form.query()}" if cursor else None,
@@ -165,6 +174,25 @@ def entries_page(
         categories=CATEGORIES,
         time_format=TIME_FORMAT,
         default_zone=DEFAULT_TIME_ZONE,
+    )
+
+
+@router.get("/entries/{event_id}/snapshot")
+def entry_snapshot(request: Request, user: Reader, event_id: uuid.UUID) -> Response:
+    """The snapshot of a refused attempt; each view is audited, and the picture is never cached."""
+    with request.app.state.ctx.sessions() as session:
+        row = snapshot_of(session, str(event_id))
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND)
+        jpeg = row.jpeg
+        audit.record(session, actor=user.actor, action="entries.snapshot_view", target=str(event_id),
+                     detail={"station_id": row.station_id})
+        session.commit()
+    log.info("%s viewed the snapshot of entry %s", user.actor, event_id)
+    return Response(
+        jpeg, media_type="image/jpeg",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Content-Disposition": "inline",
+                 "Referrer-Policy": "same-origin"},
     )
 
 
