@@ -6,7 +6,9 @@ thread), QR credentials through edge.qr.QrAccess (on the frame loop, per
 ``access.mode``). Every one of them that matters becomes an entry event.
 Where a QR grant meets the face path (mode ``face_or_qr``), the gate decides:
 one visit lets a worker in once, by whichever way came first
-(:meth:`edge.gate.DoorGate.grant_elsewhere`).
+(:meth:`edge.gate.DoorGate.grant_elsewhere`). What the door does with each
+decision (open or refuse, count, log, record) is edge/decisions.py; the QR
+side of the frame loop (QrAccess, qr_then_face's 1:1 check) is edge/access.py.
 
 The door works from the local enrollment cache from the first frame on; MQTT
 only has to be up for new enrollments to arrive and for entries to leave the
@@ -24,30 +26,31 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import replace
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from core.faces import FaceEngine
+from edge.access import ClaimCheck, build_access
 from edge.camera import Frame, FrameSource, IterableSource, open_source
 from edge.config import EdgeSettings
+from edge.decisions import DoorActions, VerdictCallback
 from edge.door import Door
 from edge.gallery import GalleryHolder
 from edge.gate import DoorGate
-from edge.inputs import DoorEvent, DoorWatch, entry_for
+from edge.health import EdgeMetrics, HealthServer, health_report, serve_health
+from edge.inputs import DoorEvent, DoorWatch
 from edge.pipeline import FramePipeline, run_frame
 from edge.policy import Verdict
-from edge.qr import Claim, CredentialVerifier, FrameStep, QrAccess, QrDecision
+from edge.qr import FrameStep, QrAccess
+from edge.snapshots import SnapshotTaker
+from edge.station_config import StationConfigApplier
 from edge.store import EdgeStore
 from edge.sync import StationSync, build_link
-from models.messages import Decision, EntryEvent, EventKind, Scores
+from edge.watchdog import Watchdog
+from models.messages import EventKind
 
 log = logging.getLogger(__name__)
-
-VerdictCallback = Callable[[Verdict, "float | None"], None]
-_MAX_DECISION_MS = 3_600_000.0
-
 
 # No frame for this long while running: the heartbeat reports the camera as stalled.
 _CAMERA_STALL_S = 5.0
@@ -87,10 +90,12 @@ class EdgeAgent:
         self.door: Door | None = None
         self.watch: DoorWatch | None = None
         self.access: QrAccess | None = None
-        self._claim: tuple[Claim, DoorGate] | None = None  # qr_then_face: the claim and its own fresh gate
-        self._claim_gate: DoorGate | None = None  # the gate of the claim decided last (its liveness evidence)
+        self.claims = ClaimCheck(settings.policy, settings.liveness, clock=lambda: self._frame_t)  # qr_then_face
+        self.actions: DoorActions | None = None  # acts on every decision (edge/decisions.py); built by start()
         self.sync: StationSync | None = None
         self.pipeline: FramePipeline | None = None
+        self.configs: StationConfigApplier | None = None  # the server's mode and opening hours (edge/station_config.py)
+        self.snapshots: SnapshotTaker | None = None  # only where snapshots.enabled (edge/snapshots.py)
         # Policy and liveness judge on the frames' own timestamps (see the module docstring).
         self.gate = DoorGate(settings.policy, settings.liveness, clock=lambda: self._frame_t)
         self.policy = self.gate.policy
@@ -103,6 +108,9 @@ class EdgeAgent:
         self._idle.set()
         self._stopped = False
         self._run_thread: threading.Thread | None = None
+        self.metrics = EdgeMetrics(self)  # read at scrape time, except one increment per decision
+        self.watchdog = Watchdog()  # systemd's READY/WATCHDOG/STOPPING; a no-op without NOTIFY_SOCKET
+        self.health_http: HealthServer | None = None
 
     # -- life cycle -------------------------------------------------------------
     def start(self) -> "EdgeAgent":
@@ -116,7 +124,9 @@ class EdgeAgent:
                 self.settings.door, self.door, on_event=self._on_door_event, pin_factory=self._pin_factory,
                 clock=self.clock,
             )
-            self.access = self._build_access(self.store)
+            self.configs = StationConfigApplier(self.settings.station_id, self.store, self.settings.access)
+            self.configs.load()  # the config applied last, until the server's retained one arrives
+            self.access = build_access(self.settings.access, self.store, self.holder, self.configs)
             self.source = self._open_frames()  # before the models: a wrong camera path fails fast
             if self.engine is None:
                 self.engine = FaceEngine()
@@ -125,8 +135,21 @@ class EdgeAgent:
             self.sync = StationSync(
                 self.settings, self.store, build_link(self.settings), gallery=self.holder, health=self._health
             )
+            if self.settings.snapshots.enabled:
+                self.snapshots = SnapshotTaker(
+                    self.settings.snapshots, self.settings.station_id, self.store, wake=self.sync.outbox.wake
+                )
+            self.actions = DoorActions(
+                self.settings.station_id, self.door, self.sync.enqueue, gate=self.gate, holder=self.holder,
+                configs=self.configs, snapshots=self.snapshots, metrics=self.metrics, counts=self.counts,
+                clock=self.clock, stopping=self._stop, on_verdict=self.on_verdict,
+            )
+            self.configs.attach(self.sync.link)  # before the link starts: the retained config comes on subscribing
             self.sync.start()
             self.watch.start()  # last: its events go to the outbox through sync
+            health = self.settings.health
+            self.health_http = serve_health(health, self.metrics, lambda: health_report(self, health.stale_after_s))
+            self.watchdog.ready()
         except BaseException:
             self.stop()
             raise
@@ -155,6 +178,7 @@ class EdgeAgent:
                 if self._stop.is_set():
                     break
                 self.process_frame(frame)
+                self.watchdog.frame_done()  # only a loop that makes progress keeps systemd's watchdog fed
                 n += 1
                 if max_frames is not None and n >= max_frames:
                     break
@@ -167,23 +191,27 @@ class EdgeAgent:
         return n
 
     def process_frame(self, frame: Frame) -> Verdict | None:
-        assert self.pipeline is not None
+        assert self.pipeline is not None and self.actions is not None
         self._frame_t = frame.t
         self.counts["frames"] += 1
+        self._follow_config()
         gallery = self.holder.gallery
         step = self.access.step(frame.rgb, frame.t, gallery) if self.access else FrameStep(face_gallery=gallery)
         if step.qr is not None:
-            self._act_qr(step.qr, frame)
+            self.actions.qr(step.qr, frame.t)
         if step.face_gallery is None:
             return None
         if step.claim is not None:
-            verdict, gate = self._verify_claim(step, frame), self._claim_gate
+            assert self.access is not None
+            verdict, gate = self.claims.verify(self.pipeline, self.access, step, frame), self.claims.gate
             kind = EventKind.QR
         else:
             verdict, gate = run_frame(self.pipeline, self.gate, frame.rgb, frame.t), self.gate
             kind = EventKind.FACE
+        if self.snapshots is not None:
+            self.snapshots.see(frame.rgb, self.pipeline.last_box, frame.t)
         if verdict is not None:
-            self._act(verdict, kind, gate.liveness_scores() if gate is not None else None)
+            self.actions.face(verdict, kind, gate.liveness_scores() if gate is not None else None)
         return verdict
 
     def _health(self) -> dict[str, str]:
@@ -201,6 +229,7 @@ class EdgeAgent:
             return
         self._stopped = True
         self._stop.set()
+        self.watchdog.stopping()
         if self.door is not None:
             self.door.failure_state()
         if self.watch is not None:
@@ -213,8 +242,12 @@ class EdgeAgent:
             self._idle.wait(10.0)  # let a frame in progress finish and record its entry
         if self.door is not None:
             self.door.close()
+        if self.configs is not None:
+            self.configs.stop()
         if self.sync is not None:
             self.sync.stop()
+        if self.health_http is not None:
+            self.health_http.stop()
         if self.store is not None:
             self.store.close()
         log.info("agent stopped: %s", dict(self.counts))
@@ -225,143 +258,33 @@ class EdgeAgent:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- decisions ------------------------------------------------------------------
-    def _act(self, verdict: Verdict, kind: EventKind = EventKind.FACE, liveness: dict[str, Any] | None = None) -> None:
-        assert self.door is not None and self.sync is not None
-        if self._stop.is_set():
-            # Fail-secure: once stopping, nothing opens the door (and nothing is recorded as if it had).
-            log.info("stopping: %s for %s not acted on", verdict.decision.value, verdict.identity or "unknown")
-            return
-        relay_at: float | None = None
-        if verdict.open_door:
-            relay_at = self.door.grant()
-        elif verdict.decision in (Decision.DENIED, Decision.SPOOF):
-            self.door.deny()
-        latency_ms = (relay_at - verdict.visit_started_at) * 1000.0 if relay_at is not None else None
-        self.counts[verdict.decision.value] += 1
-        name = self.holder.names.get(verdict.identity or "", "")
-        log.info(
-            "%s %s%s: %s (frames %d, distance %s)%s",
-            verdict.decision.value,
-            verdict.identity or "unknown",
-            f" ({name})" if name else "",
-            verdict.reason,
-            verdict.frames,
-            f"{verdict.distance:.3f}" if verdict.distance is not None else "-",
-            f", relay {latency_ms:.0f} ms after the first frame" if latency_ms is not None else "",
-        )
-        if verdict.record:
-            decided_ms = latency_ms if latency_ms is not None else (self.clock() - verdict.visit_started_at) * 1000.0
-            event = EntryEvent(
-                station_id=self.settings.station_id,
-                kind=kind,
-                decision=verdict.decision,
-                worker_id=verdict.identity,
-                reason=verdict.reason,
-                scores=Scores(
-                    distance=_score(verdict.distance),
-                    second_distance=_score(verdict.second_distance),
-                    frames=min(verdict.frames, 10_000),
-                    face_px=min(verdict.face_px, 100_000),
-                    **(liveness or {}),
-                ),
-                decision_ms=min(max(decided_ms, 0.0), _MAX_DECISION_MS),
-                gallery_version=self.holder.gallery.version,
-            )
-            self.sync.enqueue(event)
-            self.counts["recorded"] += 1
-        if self.on_verdict is not None:
-            self.on_verdict(verdict, latency_ms)
-
-    def _verify_claim(self, step: FrameStep, frame: Frame) -> Verdict | None:
-        """qr_then_face: the face path against the claimed worker only, through a gate of the claim's own."""
-        assert self.pipeline is not None and self.access is not None and step.claim is not None
-        if self._claim is None or self._claim[0] != step.claim:
-            # A fresh policy and liveness check per claim: a visit or cooldown from before must not count.
-            gate = DoorGate(self.settings.policy, self.settings.liveness, clock=lambda: self._frame_t)
-            self._claim = (step.claim, gate)
-        gate = self._claim_gate = self._claim[1]
-        # As edge.pipeline.run_frame, with the one-worker gallery.
-        face = self.pipeline.analyse(
-            frame.rgb, t=frame.t, encode=gate.wants_encoding, landmarks=gate.wants_landmarks, gallery=step.face_gallery,
-            eye_upscale_px=gate.eye_upscale_px,
-        )
-        verdict = gate.observe(face)
-        if verdict is None:
-            return None
-        self.access.end_claim()
-        self._claim = None
-        cid = step.claim.credential_id
-        outcome = {Decision.GRANTED: "face verified 1:1", Decision.DENIED: "face does not match (1:1)"}
-        reason = f"credential {cid}: {outcome.get(verdict.decision, 'face check failed')}: {verdict.reason}"
-        return replace(verdict, identity=step.claim.worker_id, reason=reason[:200])
-
-    def _act_qr(self, decision: QrDecision, frame: Frame) -> None:
-        """A door decision made by a QR credential: open or refuse, and record it."""
-        assert self.door is not None and self.sync is not None
-        if self._stop.is_set():
-            return
-        if decision.open_door and decision.worker_id is not None:
-            # The face path may have let this worker in during this visit, or be about to: one visit, one entry.
-            admit = self.gate.grant_elsewhere(decision.worker_id)
-            if not admit.open_door:
-                self.counts["qr_same_visit"] += 1
-                log.info("qr granted %s: not acted on, %s", decision.worker_id, admit.reason)
-                return
-            if not admit.record:
-                decision = replace(decision, record=False, reason=f"{decision.reason} ({admit.reason})"[:200])
-        if decision.open_door:
-            self.door.grant()
-        else:
-            self.door.deny()
-        self.counts[f"qr_{decision.decision.value}"] += 1
-        log.info("qr %s %s: %s", decision.decision.value, decision.worker_id or "-", decision.reason)
-        if not decision.record:
-            return
-        decided_ms = (self.clock() - frame.t) * 1000.0
-        self.sync.enqueue(
-            EntryEvent(
-                station_id=self.settings.station_id,
-                kind=EventKind.QR,
-                decision=decision.decision,
-                worker_id=decision.worker_id,
-                reason=decision.reason,
-                decision_ms=min(max(decided_ms, 0.0), _MAX_DECISION_MS),
-                gallery_version=self.holder.gallery.version,
-            )
-        )
-        self.counts["recorded"] += 1
-
+    # -- decisions (acted on in edge/decisions.py) -----------------------------------
     def _on_door_event(self, event: DoorEvent) -> None:
         """Exit request, forced or held open, tamper: on the door watch's thread, into the outbox."""
-        if self.sync is None:
-            return
-        self.counts[event.kind.value] += 1
-        version = self.holder.gallery.version
-        self.sync.enqueue(entry_for(event, station_id=self.settings.station_id, gallery_version=version))
-        self.counts["recorded"] += 1
+        if self.actions is not None:
+            self.actions.door_event(event)
 
     # -- helpers --------------------------------------------------------------------
-    def _build_access(self, store: EdgeStore) -> QrAccess:
-        a = self.settings.access
-        verifier = None
-        if a.mode != "face":
-            verifier = CredentialVerifier(
-                a.qr_public_keys,
-                worker=store.worker,
-                grantable=lambda worker_id: worker_id in self.holder.gallery.identities,
-                clock_skew_s=a.clock_skew_s,
-            )
-        return QrAccess(a, verifier)
+    def _follow_config(self) -> None:
+        """Use the access mode the server set (edge/station_config.py); on the frame loop's thread, as QrAccess wants."""
+        configs, access = self.configs, self.access
+        if configs is None or access is None or access.mode == configs.mode:
+            return
+        log.info("access mode %s -> %s (station config v%s)", access.mode, configs.mode, configs.version)
+        access.end_claim()  # a QR claim waiting for its face belongs to the old mode
+        self.claims.forget()
+        access.mode = configs.mode
 
     def wait_for_gallery(self, min_size: int, timeout: float) -> bool:
         """Wait until at least ``min_size`` workers can be matched (True) or the timeout passes (False)."""
         return self.holder.wait_for(lambda g: len(g.identities) >= min_size, timeout)
 
     @property
+    def last_frame_age_s(self) -> float | None:
+        """Seconds since the frame loop took its last frame; None before the first (edge/health.py)."""
+        return None if self.counts["frames"] == 0 else self.clock() - self._frame_t
+
+    @property
     def outbox_depth(self) -> int:
         return self.store.depth() if self.store is not None else 0
 
-
-def _score(value: float | None) -> float | None:
-    return None if value is None else min(max(value, 0.0), 10.0)

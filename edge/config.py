@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from edge.errors import ConfigError
 from edge.liveness import LivenessConfig
 from edge.policy import PolicyConfig
+from edge.snapshots import SnapshotConfig
 from edge.sync_config import OutboxConfig, StatusConfig
 from models.topics import check_station_id
 
@@ -86,7 +87,14 @@ class DetectionConfig(BaseModel):
     scale: float = Field(
         default=1.0, ge=0.1, le=1.0,
         description="Whole-frame searches run on the frame shrunk by this factor. HOG finds faces of ~80 px and more "
-        "after shrinking, so 1.0 suits a 640x480 door camera (faces of 80-160 px at 0.5-1 m); 0.5 suits 1280x720.",
+        "after shrinking, so 1.0 suits a 640x480 door camera (faces of 80-160 px at 0.5-1 m); a larger frame is "
+        "shrunk further by target_width (1280x720: 0.5).",
+    )
+    target_width: int = Field(
+        default=640, ge=0, le=8192,
+        description="Whole-frame searches of a frame wider than this shrink it to this width (or further, by scale): "
+        "a person at the door has a face of about 1/8 of the frame width at any resolution, so a 1920x1080 camera is "
+        "searched like a 640x360 one (faces of 240 px and more), 9x cheaper. 0: off (only scale applies).",
     )
     upsample: int = Field(default=0, ge=0, le=2, description="HOG upsampling steps: finds smaller faces, 4x cost each.")
     min_face_px: int = Field(
@@ -116,9 +124,10 @@ class DetectionConfig(BaseModel):
         description="With nobody in view, the whole frame is searched at least this often, changed or not.",
     )
     idle_interval_s: float = Field(
-        default=0.0, ge=0.0, le=1.0,
-        description="With nobody in view, searches are at least this far apart (saves CPU on a fast machine; a face "
-        "is then found up to this much later). 0: every frame that changed.",
+        default=0.05, ge=0.0, le=1.0,
+        description="With nobody in view, searches are at least this far apart: while the picture keeps changing, "
+        "every other frame of a 25-30 fps camera is searched (a newcomer is found up to this much later; a slower "
+        "camera or CPU is not affected). 0: every frame that changed.",
     )
 
 
@@ -222,7 +231,9 @@ class AccessConfig(BaseModel):
     mode: AccessMode = Field(
         default="face",
         description="face: 1:N face recognition; qr: a valid QR credential opens; face_or_qr: either one; "
-        "qr_then_face: a valid QR names the worker, then the face must match that worker's encodings (1:1).",
+        "qr_then_face: a valid QR names the worker, then the face must match that worker's encodings (1:1). "
+        "Used until the server's station config arrives (set on the station's page; it then overrides this and "
+        "is kept across restarts, docs/admin.md).",
     )
     qr_public_keys: list[str] = Field(
         default_factory=list, max_length=4,
@@ -272,6 +283,25 @@ class AccessConfig(BaseModel):
         return self
 
 
+class HealthConfig(BaseModel):
+    """A small HTTP listener for monitoring (edge/health.py; docs/deploy.md, Health and monitoring)."""
+
+    model_config = _STRICT
+
+    enabled: bool = Field(default=True, description="Serve /healthz and /metrics over HTTP.")
+    host: str = Field(
+        default="127.0.0.1", min_length=1, max_length=253,
+        description="Address the listener binds to. It has no authentication: another address than loopback "
+        "exposes the metrics to that network (use a management or VPN address only your Prometheus reaches).",
+    )
+    port: int = Field(default=9108, ge=0, le=65535, description="TCP port of the listener (0: any free port).")
+    stale_after_s: float = Field(
+        default=10.0, ge=1.0, le=600.0,
+        description="/healthz answers 503 when the frame loop took no frame for this many seconds "
+        "(camera stalled, or the loop hung).",
+    )
+
+
 class EdgeSettings(BaseSettings):
     """Everything one station's agent needs."""
 
@@ -293,6 +323,11 @@ class EdgeSettings(BaseSettings):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Disk budget of the entry outbox and its alarm.")
     status: StatusConfig = Field(default_factory=StatusConfig, description="The station's heartbeat.")
     access: AccessConfig = Field(default_factory=AccessConfig, description="Station mode: face, QR, or both.")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="/healthz and Prometheus /metrics.")
+    snapshots: SnapshotConfig = Field(
+        default_factory=SnapshotConfig,
+        description="Small face pictures of refused attempts for the entry log (off by default: biometric data).",
+    )
 
     @field_validator("station_id")
     @classmethod

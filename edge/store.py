@@ -1,4 +1,4 @@
-"""The edge's one SQLite file (``<data_dir>/edge.db``): enrollment cache and entry outbox.
+"""The edge's one SQLite file (``<data_dir>/edge.db``): enrollment cache, station config, and the outbox's engine.
 
 The only edge module that builds a database engine (SQLAlchemy Core).
 
@@ -9,7 +9,7 @@ enqueue() returned"). The cost is one fsync per commit, a few ms on an SD
 card, for events that happen a few times a minute. NORMAL would be
 crash-safe (no corruption) but could roll back the last entries on power loss.
 
-Two parts:
+What it holds:
 
 - enrollment cache: ``workers`` (one row per worker, kept as a tombstone after
   a delete so that an older upsert arriving late cannot resurrect them; with
@@ -17,23 +17,24 @@ Two parts:
   list), ``encodings`` (float32 vectors with the id of the model that made
   them) and ``meta`` (the gallery version the station holds). A worker whose
   access list leaves this station out keeps a row but no encodings here;
-- outbox: ``outbox`` rows of encoded EntryEvents, deleted once the broker has
-  acknowledged them, within a disk budget (``outbox_limit_bytes``): an event
-  that would exceed it raises :class:`OutboxFull` and is not stored (the
-  caller logs it in full and counts it; see edge/sync.py).
+- ``station_config``, the server's settings for this station applied last
+  (edge/station_config.py), so they hold through a restart without a broker;
+- the outbox: :class:`edge.outbox_store.OutboxStore` (``EdgeStore.outbox``) on
+  the same engine and write lock; EdgeStore passes its methods through
+  (``enqueue``, ``pending``, ``mark_delivered``...), so callers hold one store.
 
 Schema version 2 added the validity window and access flag; a version-1 file
-is upgraded in place when opened.
+is upgraded in place when opened (a table added since, like station_config,
+is simply created).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import sqlalchemy as sa
@@ -41,30 +42,24 @@ from sqlalchemy.engine import Connection, Engine
 
 from core.matcher import Gallery
 from edge.errors import StoreError
-from edge.store_schema import (  # noqa: F401  (OUTBOX_ROW_OVERHEAD, PendingEvent: part of this module's API)
+from edge.outbox_store import OutboxFull, OutboxStore, snapshot_row_id  # noqa: F401  (importable from here too)
+from edge.store_schema import (  # noqa: F401  (OUTBOX_ROW_OVERHEAD, PendingEvent: importable from here too)
     DB_NAME,
     OUTBOX_ROW_OVERHEAD,
-    ROW_BYTES_SUM,
     SCHEMA_VERSION,
     PendingEvent,
+    chunks,
     encodings,
     meta,
     metadata,
-    outbox,
-    row_bytes,
     set_pragmas,
+    station_config,
     upgrade_from_1,
     workers,
 )
-from models import topics
 from models.encoding import FACE_MODEL_ID, decode_vector
-from models.messages import EntryEvent, GalleryChange, GalleryOp, encode
-
-log = logging.getLogger(__name__)
-
-
-class OutboxFull(StoreError):
-    """The outbox has reached its disk budget; the event was not stored."""
+from models.messages import EntryEvent, GalleryChange, GalleryOp
+from models.snapshot import EntrySnapshot
 
 
 class EdgeStore:
@@ -73,11 +68,8 @@ class EdgeStore:
     def __init__(self, path: Path, engine: Engine) -> None:
         self.path = path
         self._engine = engine
-        self._write = threading.Lock()
-        self.outbox_limit_bytes: int | None = None
-        """Disk budget of the queued events (None: unbounded); StationSync sets it from the config."""
-        with engine.connect() as conn:
-            self._outbox_bytes = int(conn.execute(sa.select(ROW_BYTES_SUM)).scalar_one() or 0)
+        self._write = threading.Lock()  # held by every write to the file, the outbox's too
+        self.outbox = OutboxStore(engine, self._write)
 
     @classmethod
     def open(cls, data_dir: str | Path) -> "EdgeStore":
@@ -146,7 +138,7 @@ class EdgeStore:
                 conn.execute(workers.delete().where(workers.c.version <= cutoff))
             held: dict[str, int] = {}
             ids = list({c.worker_id for c in changes})
-            for chunk in _chunks(ids, 500):
+            for chunk in chunks(ids, 500):
                 rows = conn.execute(sa.select(workers.c.worker_id, workers.c.version).where(workers.c.worker_id.in_(chunk)))
                 held.update({r.worker_id: r.version for r in rows})
             # Only each worker's newest change matters (an upsert carries the whole state): apply those in bulk.
@@ -216,67 +208,53 @@ class EdgeStore:
             n = conn.execute(sa.select(sa.func.count()).where(encodings.c.worker_id == worker_id)).scalar_one()
             return {**row, "encodings": int(n)}
 
-    # -- outbox -------------------------------------------------------------------
-    def enqueue(self, event: EntryEvent) -> None:
-        """Store an entry event durably (committed when this returns); a repeated event_id is ignored.
+    # -- the server's settings for this station (edge/station_config.py) -------------
+    def station_config(self) -> tuple[int, str] | None:
+        """(version, payload) of the station config applied last, or None if none ever was."""
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(station_config.c.version, station_config.c.payload)).first()
+        return (int(row.version), str(row.payload)) if row is not None else None
 
-        Raises OutboxFull, storing nothing, when the event would take the
-        outbox past ``outbox_limit_bytes``.
-        """
-        self.enqueue_many([event])
+    def save_station_config(self, version: int, payload: str) -> None:
+        """Keep the applied station config (committed on return), replacing the one before."""
+        with self._write, self._engine.begin() as conn:
+            conn.execute(station_config.delete())
+            conn.execute(station_config.insert().values(id=1, version=version, payload=payload))
 
-    def enqueue_many(self, events: Sequence[EntryEvent]) -> None:
-        """Store several events in one transaction (all or, with OutboxFull, none)."""
-        rows = [
-            {"event_id": str(e.event_id), "topic": topics.entry(e.station_id), "payload": encode(e)} for e in events
-        ]
-        if not rows:
-            return
-        size = sum(row_bytes(r["topic"], r["payload"]) for r in rows)
-        with self._write:
-            limit = self.outbox_limit_bytes
-            if limit is not None and self._outbox_bytes + size > limit:
-                raise OutboxFull(
-                    f"the outbox holds {self._outbox_bytes} bytes of its {limit}-byte budget; "
-                    f"{len(rows)} event(s) of {size} bytes do not fit"
-                )
-            with self._engine.begin() as conn:
-                inserted = conn.execute(sa.insert(outbox).prefix_with("OR IGNORE"), rows).rowcount
-                if inserted == len(rows):
-                    self._outbox_bytes += size
-                else:  # some were queued already: count what the table holds now
-                    self._outbox_bytes = int(conn.execute(sa.select(ROW_BYTES_SUM)).scalar_one() or 0)
+    # -- the outbox (edge/outbox_store.py), passed through ---------------------------
+    @property
+    def outbox_limit_bytes(self) -> int | None:
+        """Disk budget of the queued events (None: unbounded); StationSync sets it from the config."""
+        return self.outbox.outbox_limit_bytes
+
+    @outbox_limit_bytes.setter
+    def outbox_limit_bytes(self, value: int | None) -> None:
+        self.outbox.outbox_limit_bytes = value
 
     @property
     def outbox_bytes(self) -> int:
-        """Disk the queued events take (payload, topic and per-row overhead), as counted against the budget."""
-        return self._outbox_bytes
+        return self.outbox.outbox_bytes
+
+    def enqueue(self, event: EntryEvent) -> None:
+        self.outbox.enqueue(event)
+
+    def enqueue_many(self, events: Sequence[EntryEvent]) -> None:
+        self.outbox.enqueue_many(events)
+
+    def enqueue_snapshot(self, snapshot: EntrySnapshot, *, max_bytes: int | None = None) -> None:
+        self.outbox.enqueue_snapshot(snapshot, max_bytes=max_bytes)
+
+    def snapshot_bytes(self) -> int:
+        return self.outbox.snapshot_bytes()
 
     def pending(self, limit: int = 100) -> list[PendingEvent]:
-        """The oldest undelivered events, oldest first."""
-        query = sa.select(outbox.c.event_id, outbox.c.topic, outbox.c.payload).order_by(outbox.c.seq).limit(limit)
-        with self._engine.connect() as conn:
-            return [(r.event_id, r.topic, bytes(r.payload)) for r in conn.execute(query)]
+        return self.outbox.pending(limit)
 
     def mark_delivered(self, *event_ids: str | uuid.UUID) -> int:
-        """Drop events the broker acknowledged; returns how many were removed."""
-        ids = [str(e) for e in event_ids]
-        if not ids:
-            return 0
-        removed = 0
-        freed = 0
-        with self._write:
-            with self._engine.begin() as conn:
-                for chunk in _chunks(ids, 500):
-                    where = outbox.c.event_id.in_(chunk)
-                    freed += int(conn.execute(sa.select(ROW_BYTES_SUM).where(where)).scalar_one() or 0)
-                    removed += conn.execute(outbox.delete().where(where)).rowcount
-            self._outbox_bytes = max(0, self._outbox_bytes - freed)
-        return removed
+        return self.outbox.mark_delivered(*event_ids)
 
     def depth(self) -> int:
-        with self._engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one())
+        return self.outbox.depth()
 
 
 def _apply_newest(
@@ -304,7 +282,7 @@ def _apply_newest(
                 {"worker_id": change.worker_id, "model": enc.model, "vector": _vector_bytes(enc.data)}
                 for enc in change.encodings
             ]
-    for chunk in _chunks([c.worker_id for c in changes], 500):
+    for chunk in chunks([c.worker_id for c in changes], 500):
         conn.execute(encodings.delete().where(encodings.c.worker_id.in_(chunk)))
     updates = [r for r in rows if r["b_worker_id"] in existing]
     inserts = [{"worker_id": r["b_worker_id"], **{k: v for k, v in r.items() if k != "b_worker_id"}}
@@ -334,8 +312,3 @@ def _set_version(conn: Connection, version: int) -> None:
     updated = conn.execute(meta.update().where(meta.c.key == "gallery_version").values(value=str(version))).rowcount
     if not updated:
         conn.execute(meta.insert().values(key="gallery_version", value=str(version)))
-
-
-def _chunks(items: list, size: int) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

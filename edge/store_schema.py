@@ -1,11 +1,13 @@
 """The tables of the edge's SQLite file (edge.db) and how older files are brought up to date.
 
-Used only by edge/store.py, which owns the engine; see there for what each table holds.
+Used only by edge/store.py, which owns the engine (see there for what each table holds), and by
+edge/outbox_store.py (the outbox table).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -61,6 +63,16 @@ outbox = sa.Table(
     sa.Column("payload", sa.LargeBinary, nullable=False),
 )
 
+# The server's latest applied settings for this station (edge/station_config.py): one row, id 1.
+# A table added later needs no schema version: create_all adds it to an older file.
+station_config = sa.Table(
+    "station_config",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # the StationConfig as received, re-validated when read
+)
+
 PendingEvent = tuple[str, str, bytes]
 """(event_id, topic, payload) of an entry event not yet acknowledged by the broker."""
 
@@ -90,3 +102,9 @@ def upgrade_from_1(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE workers ADD COLUMN allowed BOOLEAN NOT NULL DEFAULT 1")
     conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
     log.info("edge database upgraded from schema 1 to %d", SCHEMA_VERSION)
+
+
+def chunks(items: list, size: int) -> Iterable[list]:
+    """``items`` in lists of at most ``size``: SQLite caps the parameters of one statement."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -9,10 +9,13 @@ Direction and QoS (see docs/protocol.md):
 topic                                 direction        QoS   retain
 ====================================  ===============  ====  =======
 ws/v1/station/{sid}/entry             edge -> server   1     no
+ws/v1/station/{sid}/snapshot          edge -> server   1     no
 ws/v1/station/{sid}/status            edge -> server   1     yes (last will: offline)
 ws/v1/station/{sid}/sync/request      edge -> server   1     no
 ws/v1/station/{sid}/sync/ack          edge -> server   1     no
 ws/v1/station/{sid}/sync/reply        server -> edge   1     no
+ws/v1/station/{sid}/config            server -> edge   1     yes
+ws/v1/station/{sid}/config/ack        edge -> server   1     yes
 ws/v1/gallery/change                  server -> edges  1     no
 ====================================  ===============  ====  =======
 """
@@ -29,9 +32,11 @@ GALLERY_CHANGE = f"{PREFIX}/gallery/change"
 
 # Subscriptions for the server (single-level wildcard on the station id).
 ALL_ENTRIES = f"{PREFIX}/station/+/entry"
+ALL_SNAPSHOTS = f"{PREFIX}/station/+/snapshot"
 ALL_STATUS = f"{PREFIX}/station/+/status"
 ALL_SYNC_REQUESTS = f"{PREFIX}/station/+/sync/request"
 ALL_SYNC_ACKS = f"{PREFIX}/station/+/sync/ack"
+ALL_CONFIG_ACKS = f"{PREFIX}/station/+/config/ack"
 
 
 def check_station_id(station_id: str) -> str:
@@ -51,6 +56,11 @@ def entry(station_id: str) -> str:
     return f"{PREFIX}/station/{check_station_id(station_id)}/entry"
 
 
+def snapshot(station_id: str) -> str:
+    """Where a station sends the snapshot of a denied attempt (models/snapshot.py), after its entry."""
+    return f"{PREFIX}/station/{check_station_id(station_id)}/snapshot"
+
+
 def status(station_id: str) -> str:
     return f"{PREFIX}/station/{check_station_id(station_id)}/status"
 
@@ -65,6 +75,16 @@ def sync_ack(station_id: str) -> str:
 
 def sync_reply(station_id: str) -> str:
     return f"{PREFIX}/station/{check_station_id(station_id)}/sync/reply"
+
+
+def station_config(station_id: str) -> str:
+    """The server's settings for one station (models/station_config.py), retained."""
+    return f"{PREFIX}/station/{check_station_id(station_id)}/config"
+
+
+def station_config_ack(station_id: str) -> str:
+    """The station's answer to its config (applied or refused), retained."""
+    return f"{PREFIX}/station/{check_station_id(station_id)}/config/ack"
 
 
 def station_of(topic: str) -> str:

@@ -28,6 +28,7 @@ payload that is refused is logged on one line and counted in
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -41,12 +42,16 @@ from sqlalchemy.orm import Session
 
 from core.mqtt import Delivery, MqttLink, MqttSettings
 from models import topics
-from models.errors import ContractError, PayloadTooLarge
+from models.errors import ContractError, PayloadTooLarge, TopicMismatch
 from models.messages import EntryEvent, GalleryChange, GalleryChangeMessage, StationStatus, SyncAck, SyncRequest
 from models.messages import decode, encode
+from models.station_config import StationConfigAck
+from models.snapshot import decode_snapshot
 from server.config import ServerSettings
 from server.db import make_sessionmaker
 from server.ingest_store import PERMANENT_ERRORS, store_events
+from server.snapshots import SnapshotRefused, check_image, store_snapshot
+from server.station_config import StationConfigs, record_config_ack
 from server.stations import record_ack, record_status
 from server.sync import build_replies
 from server.tables import Station
@@ -54,7 +59,7 @@ from server.tables import Station
 log = logging.getLogger(__name__)
 
 # The messages a station sends; each names its station, which must match the topic's.
-StationMessage = TypeVar("StationMessage", EntryEvent, StationStatus, SyncAck, SyncRequest)
+StationMessage = TypeVar("StationMessage", EntryEvent, StationStatus, SyncAck, SyncRequest, StationConfigAck)
 T = TypeVar("T")
 
 COUNTER_NAMES = (
@@ -64,16 +69,22 @@ COUNTER_NAMES = (
     "acks",
     "sync_requests",
     "sync_pages",
+    "config_acks",
+    "snapshots",
     "rejected_malformed",
     "rejected_too_large",
     "rejected_topic_mismatch",
     "rejected_unknown_station",
     "rejected_unstorable",
+    "rejected_snapshot",
     "db_errors",
     "errors",
 )
 PREVIEW_CHARS = 200
 _RETRY_MIN_S, _RETRY_MAX_S = 0.1, 5.0
+KNOWN_STATION_TTL_S = 30.0
+"""How long a station found registered is believed so without asking the database again (a removed station's
+messages are refused at most this long after its removal by an ingest process other than the removing one)."""
 
 
 class _Stopped(Exception):
@@ -111,11 +122,16 @@ class Ingest:
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
         self._sync_pool: ThreadPoolExecutor | None = None
-        self._known_stations: set[str] = set()
+        self._known_stations: dict[str, float] = {}  # station id -> when the database last said it is registered
+        self.configs = StationConfigs(self.link, self._sessions)
+        """Publishes each station's mode and opening hours, keeps their acknowledgements (server/station_config.py)."""
+        self._stored_listeners: list[Callable[[list[EntryEvent]], None]] = []
         self._handlers: dict[str, Callable[[Delivery], None]] = {
             topics.ALL_STATUS: self._on_status,
             topics.ALL_SYNC_REQUESTS: self._on_sync_request,
             topics.ALL_SYNC_ACKS: self._on_sync_ack,
+            topics.ALL_CONFIG_ACKS: self._on_config_ack,
+            topics.ALL_SNAPSHOTS: self._on_snapshot,
         }
         group = settings.mqtt_shared_group
         for topic_filter in (topics.ALL_ENTRIES, *self._handlers):
@@ -132,6 +148,7 @@ class Ingest:
         self._sync_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-reply")
         self._worker = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._worker.start()
+        self.configs.start()
         self.link.start()
 
     def stop(self) -> None:
@@ -141,6 +158,7 @@ class Ingest:
             self._queue.put(None)
             self._worker.join(30)
             self._worker = None
+        self.configs.stop()
         self.link.stop()
         if self._sync_pool is not None:
             self._sync_pool.shutdown(wait=True, cancel_futures=True)
@@ -162,6 +180,22 @@ class Ingest:
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._counters[name] += n
+
+    def add_stored_listener(self, listener: Callable[[list[EntryEvent]], None], *, remove: bool = False) -> None:
+        """(Un)register ``listener(new_events)``, called on the ingest thread after each commit
+        (server/health.py's event lag). It must be quick; its exceptions are logged, never raised."""
+        with self._lock:
+            if remove:
+                self._stored_listeners = [x for x in self._stored_listeners if x != listener]
+            else:
+                self._stored_listeners = [*self._stored_listeners, listener]
+
+    def _tell_stored(self, accepted: list[tuple[Delivery, EntryEvent]], new: set[str]) -> None:
+        for listener in self._stored_listeners if new else ():  # a list replaced, never changed: no lock
+            try:
+                listener(list({str(e.event_id): e for _, e in accepted if str(e.event_id) in new}.values()))
+            except Exception:  # metrics must never cost an entry
+                log.exception("a stored-events listener failed")
 
     # -- publishing ---------------------------------------------------------------
     def publish_change(self, change: GalleryChange) -> bool:
@@ -257,13 +291,24 @@ class Ingest:
             delay = min(delay * 2, _RETRY_MAX_S)
 
     def _registered(self, station_ids: set[str]) -> set[str]:
-        unknown = station_ids - self._known_stations
+        now = time.monotonic()
+        with self._lock:
+            seen = {sid: self._known_stations.get(sid, -math.inf) for sid in station_ids}
+        known = {sid for sid, at in seen.items() if now - at < KNOWN_STATION_TTL_S}
+        unknown = station_ids - known
         if unknown:
             found = self._with_db(
                 lambda s: set(s.scalars(select(Station.station_id).where(Station.station_id.in_(unknown))))
             )
-            self._known_stations |= found
-        return station_ids & self._known_stations
+            with self._lock:
+                self._known_stations.update(dict.fromkeys(found, now))
+            known |= found
+        return known
+
+    def forget_station(self, station_id: str) -> None:
+        """A station was removed: refuse its messages from now on (other processes: after KNOWN_STATION_TTL_S)."""
+        with self._lock:
+            self._known_stations.pop(station_id, None)
 
     # -- decoding -------------------------------------------------------------------
     def _accept(self, delivery: Delivery, cls: type[StationMessage]) -> StationMessage | None:
@@ -313,6 +358,7 @@ class Ingest:
             new, bad = self._store_one_by_one(accepted)
         self._count("stored", len(new))
         self._count("duplicates", len({str(e.event_id) for _, e in accepted} - new - bad) + _repeats(accepted))
+        self._tell_stored(accepted, new)
         for delivery, _event in accepted:
             delivery.ack()
 
@@ -342,6 +388,40 @@ class Ingest:
             return
         self._with_db(lambda s: record_ack(session=s, ack=ack))
         self._count("acks")
+        delivery.ack()
+
+    def _on_snapshot(self, delivery: Delivery) -> None:
+        """A refused face's picture (server/snapshots.py): checked, then stored next to its entry, or refused."""
+        try:
+            snapshot = decode_snapshot(delivery.payload, topic=delivery.topic)
+        except PayloadTooLarge as err:
+            return self._refuse("rejected_too_large", delivery, str(err))
+        except TopicMismatch as err:
+            return self._refuse("rejected_topic_mismatch", delivery, str(err))
+        except ContractError as err:
+            return self._refuse("rejected_malformed", delivery, str(err))
+        if not self._registered({snapshot.station_id}):
+            why = f"station {snapshot.station_id!r} is not registered"
+            return self._refuse("rejected_unknown_station", delivery, why)
+        try:
+            jpeg = check_image(snapshot)
+            new = self._with_db(lambda s: store_snapshot(session=s, snapshot=snapshot, jpeg=jpeg))
+        except SnapshotRefused as err:
+            return self._refuse("rejected_snapshot", delivery, str(err))
+        self._count("snapshots" if new else "duplicates")
+        delivery.ack()
+
+    def _on_config_ack(self, delivery: Delivery) -> None:
+        if not delivery.payload:  # a retained acknowledgement cleared (server/station_config.py: clear)
+            delivery.ack()
+            return
+        ack = self._accept(delivery, StationConfigAck)
+        if ack is None:
+            return
+        # Stored by whichever process receives it: the station page reads the database (server/station_config.py).
+        if self._with_db(lambda s: record_config_ack(session=s, ack=ack)) is False:  # removed meanwhile
+            return self._refuse("rejected_unknown_station", delivery, f"station {ack.station_id!r} is not registered")
+        self._count("config_acks")
         delivery.ack()
 
     def _on_sync_request(self, delivery: Delivery) -> None:

@@ -111,6 +111,16 @@ class Station(Base):
     opening_hours: Mapped[str] = mapped_column(String(100), default="24h")
     mode: Mapped[str] = mapped_column(String(16), default="face_or_qr")
     place: Mapped[str] = mapped_column(String(200), default="")
+    # Station config (migration 0008): the version of mode/opening_hours/time_zone, bumped in the same
+    # transaction as each change of them (server/station_config.py), and the station's latest answer.
+    # The server default also fills rows written by bulk loaders (bench/admin.py COPY).
+    config_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    config_changed_at: Mapped[datetime | None]
+    config_ack_version: Mapped[int | None] = mapped_column(BigInteger)
+    config_applied_version: Mapped[int | None] = mapped_column(BigInteger)
+    config_ack_status: Mapped[str | None] = mapped_column(String(16))
+    config_ack_detail: Mapped[str | None] = mapped_column(String(200))
+    config_ack_at: Mapped[datetime | None]
 
 
 class Worker(Base):

@@ -12,7 +12,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, delete, insert, inspect
+from sqlalchemy import Engine, column, delete, insert, inspect
+from sqlalchemy import table as sa_table
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.messages import Decision, EntryEvent, EventKind
@@ -248,16 +249,22 @@ def test_entries_stored_before_the_upgrade_are_counted(tmp_path: Path) -> None:
         upgrade_database(engine, "0004_admin_enrollment")
         maker = make_sessionmaker(engine)
         at = datetime(2025, 9, 1, 23, tzinfo=SHANGHAI)
-        with maker() as session:
-            session.add(Station(station_id="s1", name="One"))
-            session.add(Worker(worker_id="w1", name="W", category="sanitation"))
-            session.commit()
-            # Written as that version's ingest would: only the columns it had (0007 added the liveness ones).
-            old = {c["name"] for c in inspect(engine).get_columns("entries")}
-            rows = [{k: v for k, v in entry_row(e, at).items() if k in old}
-                    for e in (event("s1", at), event("s1", at, None, Decision.DENIED))]
-            session.execute(insert(Entry.__table__), rows)
-            session.commit()
+
+        def insert_as_then(table: str, rows: list[dict[str, object]]) -> None:
+            """Rows written as that version's code would: only the columns its schema had."""
+            have = {c["name"] for c in inspect(engine).get_columns(table)}
+            then = sa_table(table, *(column(name) for name in have))
+            with engine.begin() as conn:
+                conn.execute(insert(then), [{k: v for k, v in row.items() if k in have} for row in rows])
+
+        now = datetime.now(timezone.utc)
+        insert_as_then("stations", [{"station_id": "s1", "name": "One", "created_at": now, "online": False,
+                                     "gallery_version_acked": 0, "agent_version": "", "outbox_depth": 0,
+                                     "time_zone": "Asia/Shanghai", "opening_hours": "24h", "mode": "face_or_qr",
+                                     "place": ""}])
+        insert_as_then("workers", [{"worker_id": "w1", "name": "W", "category": "sanitation", "status": "active",
+                                    "created_at": now, "updated_at": now}])
+        insert_as_then("entries", [entry_row(e, at) for e in (event("s1", at), event("s1", at, None, Decision.DENIED))])
         upgrade_database(engine)
         with maker() as session:
             s = usage_summary(session, at - timedelta(days=2), at + timedelta(days=2))
