@@ -18,12 +18,18 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional, Protocol, TypeVar
 
 import typer
 
 from server.config import ServerSettings
 from server.errors import ConfigError, StartupError
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+Service = TypeVar("Service", bound=_Stoppable)
 
 EXIT_STARTUP = 1
 EXIT_CONFIG = 2
@@ -54,6 +60,28 @@ def _logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the start-up health probe is not news
 
 
+def _serve(start: Callable[[], Service], banner: Callable[[Service], str]) -> None:
+    """Start a service, print its banner, run until SIGINT or SIGTERM, stop it; exit 1/2 when it cannot start."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        service = start()
+    except ConfigError as err:
+        for line in err.lines():
+            typer.echo(line, err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except StartupError as err:
+        typer.echo(f"StartupError: {err}", err=True)
+        raise typer.Exit(EXIT_STARTUP) from None
+    typer.echo(banner(service))
+    try:
+        stop.wait()
+    finally:
+        service.stop()
+    typer.echo("stopped")
+
+
 @app.command()
 def run(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None:
     """Serve the HTTP API and MQTT ingest until SIGINT or SIGTERM."""
@@ -61,21 +89,8 @@ def run(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None:
 
     settings = _settings(config)
     _logging(log_level)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    runtime = ServerRuntime(settings)
-    try:
-        runtime.start()
-    except StartupError as err:
-        typer.echo(f"StartupError: {err}", err=True)
-        raise typer.Exit(EXIT_STARTUP) from None
-    typer.echo(f"Waystation server at {runtime.url} (Ctrl-C to stop)")
-    try:
-        stop.wait()
-    finally:
-        runtime.stop()
-    typer.echo("stopped")
+    _serve(lambda: ServerRuntime(settings).start(),
+           lambda runtime: f"Waystation server at {runtime.url} (Ctrl-C to stop)")
 
 
 @app.command()
@@ -85,24 +100,8 @@ def ingest(config: ConfigOption = None, log_level: LogLevel = "INFO") -> None:
 
     settings = _settings(config)
     _logging(log_level)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        worker = IngestWorker(settings).start()
-    except ConfigError as err:
-        for line in err.lines():
-            typer.echo(line, err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    except StartupError as err:
-        typer.echo(f"StartupError: {err}", err=True)
-        raise typer.Exit(EXIT_STARTUP) from None
-    typer.echo(f"ingest worker {settings.mqtt_client_id} in group {settings.mqtt_shared_group} (Ctrl-C to stop)")
-    try:
-        stop.wait()
-    finally:
-        worker.stop()
-    typer.echo("stopped")
+    _serve(lambda: IngestWorker(settings).start(),
+           lambda _: f"ingest worker {settings.mqtt_client_id} in group {settings.mqtt_shared_group} (Ctrl-C to stop)")
 
 
 @app.command()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import html
 import queue
 import re
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,16 +30,12 @@ from models.messages import Decision, EntryEvent, GalleryChangeMessage, StationS
 from models.station_config import StationConfig, StationConfigAck
 from server import gallery, users
 from server.provision import provision_station
-from server.runtime import ServerRuntime
 from server.tables import AuditEvent, Entry, Station, User, Worker
-from tests.support.browser import API_TOKEN, WebApp, create_users, web_settings
-from tests.support.services import Mosquitto, Pki, make_pki, need
+from tests.support.browser import API_TOKEN, SERVER_USER, WebApp, secure_web_app
+from tests.support.services import Mosquitto, Pki
 
 pytestmark = pytest.mark.broker
 
-REPO = Path(__file__).resolve().parents[2]
-ACL = REPO / "deploy" / "mosquitto" / "acl"
-SERVER_USER = "waystation.server"
 GONE, STAY = "st-gone", "st-stay"
 
 
@@ -85,22 +79,8 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    need(shutil.which("mosquitto_passwd") is not None, "mosquitto_passwd (apt-get install mosquitto)")
-    pki = make_pki(tmp_path / "pki")
-    passwd = tmp_path / "passwd"
-    passwd.touch(mode=0o600)
-    server_password = uuid.uuid4().hex
-    subprocess.run(["mosquitto_passwd", str(passwd), SERVER_USER], input=f"{server_password}\n" * 2, text=True,
-                   check=True, capture_output=True)
-    broker = Mosquitto.secure(tmp_path / "broker", pki, password_file=passwd, acl_file=ACL).start()
-    settings = web_settings(
-        tmp_path, broker, mqtt_username=SERVER_USER, mqtt_password=server_password, mqtt_tls_ca=pki.ca_cert,
-        mqtt_password_file=passwd, station_mqtt_host="127.0.0.1", station_mqtt_port=broker.port,
-    )
-    runtime = ServerRuntime(settings).start()
-    try:
-        assert runtime.ingest is not None and runtime.ingest.wait_connected(15), "the server could not log in"
-        web = WebApp(runtime=runtime, passwords=create_users(runtime))
+    with secure_web_app(tmp_path) as secure:
+        web, broker, settings = secure.web, secure.broker, secure.web.runtime.settings
         passwords = {}
         with httpx.Client(base_url=web.url, headers={"Authorization": f"Bearer {API_TOKEN}"}, trust_env=False) as api:
             for sid in (GONE, STAY):
@@ -111,10 +91,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
                 assert found
                 passwords[sid] = found.group(1)
         broker.reload()  # what `systemctl reload mosquitto` does after provisioning
-        yield Site(web, broker, pki, passwd, server_password, passwords)
-    finally:
-        runtime.stop()
-        broker.stop()
+        yield Site(web, broker, secure.pki, secure.passwd, secure.server_password, passwords)
 
 
 def browser_client(web: WebApp, role: str) -> tuple[httpx.Client, str]:

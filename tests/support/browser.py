@@ -12,8 +12,11 @@ Chromium is required: missing, the test is skipped locally and fails in CI.
 from __future__ import annotations
 
 import secrets
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ import pytest
 from core.broker import free_port
 from server.config import ServerSettings
 from server.runtime import ServerRuntime
-from tests.support.services import Mosquitto, need
+from tests.support.services import Mosquitto, Pki, make_pki, need
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -93,6 +96,45 @@ def web_settings(tmp_path: Path, broker: Mosquitto, **overrides: Any) -> ServerS
     }
     values.update(overrides)
     return ServerSettings(**values)
+
+
+SERVER_USER = "waystation.server"  # the deploy ACL's server user (deploy/mosquitto/acl)
+DEPLOY_ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl"
+
+
+@dataclass
+class SecureSite:
+    """The server on a TLS broker with a password file and the deploy ACL, as installed."""
+
+    web: WebApp
+    broker: Mosquitto
+    pki: Pki
+    passwd: Path
+    server_password: str
+
+
+@contextmanager
+def secure_web_app(tmp_path: Path) -> Iterator[SecureSite]:
+    """Start mosquitto (TLS, passwords, deploy ACL) and the server able to provision stations on it."""
+    need(shutil.which("mosquitto_passwd") is not None, "mosquitto_passwd (apt-get install mosquitto)")
+    pki = make_pki(tmp_path / "pki")
+    passwd = tmp_path / "passwd"
+    passwd.touch(mode=0o600)
+    server_password = uuid.uuid4().hex
+    subprocess.run(["mosquitto_passwd", str(passwd), SERVER_USER], input=f"{server_password}\n" * 2, text=True,
+                   check=True, capture_output=True)
+    broker = Mosquitto.secure(tmp_path / "broker", pki, password_file=passwd, acl_file=DEPLOY_ACL).start()
+    settings = web_settings(
+        tmp_path, broker, mqtt_username=SERVER_USER, mqtt_password=server_password, mqtt_tls_ca=pki.ca_cert,
+        mqtt_password_file=passwd, station_mqtt_host="127.0.0.1", station_mqtt_port=broker.port,
+    )
+    runtime = ServerRuntime(settings).start()
+    try:
+        assert runtime.ingest is not None and runtime.ingest.wait_connected(15), "the server could not log in"
+        yield SecureSite(WebApp(runtime=runtime, passwords=create_users(runtime)), broker, pki, passwd, server_password)
+    finally:
+        runtime.stop()
+        broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,9 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-import uuid
 import zipfile
 from collections.abc import Iterator
 from datetime import timedelta
@@ -36,15 +34,12 @@ from models.encoding import FACE_MODEL_ID
 from models.messages import Decision, EntryEvent, EventKind
 from server import gallery
 from server.ingest_store import store_events
-from server.runtime import ServerRuntime
 from server.tables import AuditEvent, Entry, GalleryChangeRow, Station, Worker, utcnow
-from tests.support.browser import WebApp, create_users, web_settings
-from tests.support.services import Mosquitto, make_pki, need
+from tests.support.browser import WebApp, secure_web_app
+from tests.support.services import Mosquitto
 from tests.support.usage_data import fill
 
 REPO = Path(__file__).resolve().parents[2]
-ACL = REPO / "deploy" / "mosquitto" / "acl"
-SERVER_USER = "waystation.server"
 SHOTS = os.environ.get("WAYSTATION_DOC_SCREENSHOTS")
 
 # A station as edge/sync.py connects: fixed client id, retained "offline" last will, retained heartbeats.
@@ -74,25 +69,8 @@ while True:
 @pytest.fixture
 def secure_web(tmp_path: Path) -> Iterator[tuple[WebApp, Mosquitto, Path]]:
     """The server on a TLS broker with passwords and the deploy ACL, able to provision stations."""
-    need(shutil.which("mosquitto_passwd") is not None, "mosquitto_passwd (apt-get install mosquitto)")
-    pki = make_pki(tmp_path / "pki")
-    passwd = tmp_path / "passwd"
-    passwd.touch(mode=0o600)
-    server_password = uuid.uuid4().hex
-    subprocess.run(["mosquitto_passwd", str(passwd), SERVER_USER], input=f"{server_password}\n" * 2, text=True,
-                   check=True, capture_output=True)
-    broker = Mosquitto.secure(tmp_path / "broker", pki, password_file=passwd, acl_file=ACL).start()
-    settings = web_settings(
-        tmp_path, broker, mqtt_username=SERVER_USER, mqtt_password=server_password, mqtt_tls_ca=pki.ca_cert,
-        mqtt_password_file=passwd, station_mqtt_host="127.0.0.1", station_mqtt_port=broker.port,
-    )
-    runtime = ServerRuntime(settings).start()
-    try:
-        assert runtime.ingest is not None and runtime.ingest.wait_connected(15), "the server could not log in"
-        yield WebApp(runtime=runtime, passwords=create_users(runtime)), broker, passwd
-    finally:
-        runtime.stop()
-        broker.stop()
+    with secure_web_app(tmp_path) as site:
+        yield site.web, site.broker, site.passwd
 
 
 def reload_until(page, selector: str, text: str, timeout: float = 20.0) -> None:  # noqa: ANN001
