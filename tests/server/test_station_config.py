@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -37,23 +37,13 @@ from server.station_config import ConfigState, record_config_ack
 from server.stations import register_station
 from server.tables import Station, User
 from tests.support.browser import API_TOKEN, WebApp, create_users, web_settings
-from tests.support.services import Mosquitto, need, postgres_url  # noqa: F401 - postgres_url: a fixture
+from tests.support.services import Mosquitto, need, postgres_url, wait_for  # noqa: F401 - postgres_url: a fixture
 
 pytestmark = pytest.mark.broker
 
 REPO = Path(__file__).resolve().parents[2]
 ACL = REPO / "deploy" / "mosquitto" / "acl"
 SID = "rest-east"
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    return condition()
 
 
 class Listener:

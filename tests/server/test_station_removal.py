@@ -32,21 +32,11 @@ from server import gallery, users
 from server.provision import provision_station
 from server.tables import AuditEvent, Entry, Station, User, Worker
 from tests.support.browser import API_TOKEN, SERVER_USER, WebApp, secure_web_app
-from tests.support.services import Mosquitto, Pki
+from tests.support.services import Mosquitto, Pki, wait_for
 
 pytestmark = pytest.mark.broker
 
 GONE, STAY = "st-gone", "st-stay"
-
-
-def wait_for(condition, timeout: float = 10.0):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    return condition()
 
 
 @dataclass

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -46,6 +46,17 @@ def faces_dir() -> Path:
     path = Path(os.environ.get("WAYSTATION_FACES_DIR", default))
     need((path / "MANIFEST.md").is_file(), f"the shared face data at {path} (set WAYSTATION_FACES_DIR)")
     return path
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> object:
+    """Poll ``condition`` every 50 ms until it returns something truthy; its last value (falsy on timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    return condition()
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
