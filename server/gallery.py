@@ -148,12 +148,15 @@ def set_access(
     valid_from: datetime | None,
     valid_until: datetime | None,
     stations: Sequence[str] | None,
+    commit: bool = True,
 ) -> tuple[Worker, GalleryChange]:
     """Set when and where a worker may enter (None: no limit); appends an upsert change.
 
     Stations outside the list keep no face data of the worker; outside the
     window every station refuses them. Each id in ``stations`` must be a valid
-    station id (it need not be registered yet).
+    station id (it need not be registered yet). ``commit=False`` leaves the
+    commit to the caller (one transaction with its other changes); broadcast
+    the change only after that commit.
     """
     if valid_from is not None and valid_until is not None and valid_until <= valid_from:
         raise ValueError("valid_until must be later than valid_from")
@@ -164,7 +167,8 @@ def set_access(
     worker.valid_from, worker.valid_until, worker.stations = valid_from, valid_until, listed
     session.flush()
     version = _append_change(session, GalleryOp.UPSERT, worker_id)
-    session.commit()
+    if commit:
+        session.commit()
     return worker, _change_for(worker, worker_id, version)
 
 

@@ -78,10 +78,10 @@ class RemovedStation:
 def remove_station(*, session: Session, station_id: str, actor: str) -> RemovedStation:
     """Delete a station's row, audited as ``station.remove``; NotFound if it is not registered.
 
-    Workers whose list names it are changed first (each commits its gallery
-    change), the station row and the audit row last, together: should this
-    fail half-way, the station is still registered and removing it again
-    finishes the job. The caller clears its retained config and broker login.
+    One transaction: the workers whose list names it (each with its gallery
+    change), the audit row and the station row are committed together, or
+    nothing is. The caller broadcasts the changes, then clears the station's
+    retained config and broker login.
     """
     station = get_station(session=session, station_id=station_id)
     name, version = station.name, station.config_version
@@ -94,7 +94,7 @@ def remove_station(*, session: Session, station_id: str, actor: str) -> RemovedS
         if station_id in (listed or ()):
             _worker, change = gallery.set_access(
                 session=session, worker_id=worker_id, valid_from=valid_from, valid_until=valid_until,
-                stations=[s for s in listed if s != station_id],
+                stations=[s for s in listed if s != station_id], commit=False,
             )
             changes.append(change)
     station = get_station(session=session, station_id=station_id)
