@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -43,7 +43,42 @@ TOKEN_HINT = (
 _yaml_file: ContextVar[Path | None] = ContextVar("_yaml_file", default=None)
 
 
-class ServerSettings(BaseSettings):
+class RetentionSettings(BaseModel):
+    """The retention settings (server/retention.py); ServerSettings inherits them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retention_entries_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36500,
+        description="Entries older than this many days are purged or anonymised (retention_mode); unset: kept",
+    )
+    retention_mode: Literal["purge", "anonymise"] = Field(
+        default="anonymise",
+        description=(
+            'What happens to old entries: "purge" deletes them; "anonymise" removes the worker and the reason\'s '
+            "names and ids but keeps the row for usage statistics"
+        ),
+    )
+    retention_snapshots_days: int | None = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Denied-attempt snapshots older than this many days are deleted; unset: kept",
+    )
+    retention_interval_s: float = Field(
+        default=3600.0,
+        ge=1.0,
+        le=7 * 86400.0,
+        description="Seconds between two retention runs (the first runs at start)",
+    )
+    retention_batch_size: int = Field(
+        default=5000, ge=10, le=100_000, description="Rows changed per transaction by retention (short locks)"
+    )
+
+
+class ServerSettings(BaseSettings, RetentionSettings):
     """Everything the server process needs; see the module docstring for sources."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
@@ -161,36 +196,6 @@ class ServerSettings(BaseSettings):
     login_max_per_address: int = Field(
         default=20, ge=1, le=100000, description="Failed sign-ins from one address within the window before refusing"
     )
-    # -- retention (issue 7; server/retention.py RetentionSettings holds the same fields) ----------
-    retention_entries_days: int | None = Field(
-        default=None,
-        ge=1,
-        le=36500,
-        description="Entries older than this many days are purged or anonymised (retention_mode); unset: kept",
-    )
-    retention_mode: Literal["purge", "anonymise"] = Field(
-        default="anonymise",
-        description=(
-            'What happens to old entries: "purge" deletes them; "anonymise" removes the worker and the reason\'s '
-            "names and ids but keeps the row for usage statistics"
-        ),
-    )
-    retention_snapshots_days: int | None = Field(
-        default=30,
-        ge=1,
-        le=3650,
-        description="Denied-attempt snapshots older than this many days are deleted; unset: kept",
-    )
-    retention_interval_s: float = Field(
-        default=3600.0,
-        ge=1.0,
-        le=7 * 86400.0,
-        description="Seconds between two retention runs (the first runs at start)",
-    )
-    retention_batch_size: int = Field(
-        default=5000, ge=10, le=100_000, description="Rows changed per transaction by retention (short locks)"
-    )
-
     @field_validator("api_token", "metrics_token")
     @classmethod
     def _token_long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:

@@ -30,13 +30,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, bindparam, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import audit
+from server.config import RetentionSettings
 from server.tables import Entry, EntrySnapshot, UsageVisitor, Worker, utcnow
 
 log = logging.getLogger(__name__)
@@ -45,56 +44,6 @@ ACTION = "retention.run"
 SCRUBBED = "***"
 # "credential 0123456789ab: ..." (edge/qr.py): the id leads to the worker while the credential exists.
 _CREDENTIAL_ID = re.compile(r"\b[0-9a-f]{12}\b")
-
-
-class RetentionSettings(BaseModel):
-    """The retention settings; ServerSettings carries the same fields (server/config.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    retention_entries_days: int | None = Field(
-        default=None,
-        ge=1,
-        le=36500,
-        description="Entries older than this many days are purged or anonymised (retention_mode); unset: kept",
-    )
-    retention_mode: Literal["purge", "anonymise"] = Field(
-        default="anonymise",
-        description=(
-            'What happens to old entries: "purge" deletes them; "anonymise" removes the worker and the reason\'s '
-            "names and ids but keeps the row for usage statistics"
-        ),
-    )
-    retention_snapshots_days: int | None = Field(
-        default=30,
-        ge=1,
-        le=3650,
-        description="Denied-attempt snapshots older than this many days are deleted; unset: kept",
-    )
-    retention_interval_s: float = Field(
-        default=3600.0,
-        ge=1.0,
-        le=7 * 86400.0,
-        description="Seconds between two retention runs (the first runs at start)",
-    )
-    retention_batch_size: int = Field(
-        default=5000, ge=10, le=100_000, description="Rows changed per transaction by retention (short locks)"
-    )
-
-
-class HasRetention(Protocol):
-    """RetentionSettings, or ServerSettings (which has the same fields)."""
-
-    @property
-    def retention_entries_days(self) -> int | None: ...
-    @property
-    def retention_mode(self) -> str: ...
-    @property
-    def retention_snapshots_days(self) -> int | None: ...
-    @property
-    def retention_interval_s(self) -> float: ...
-    @property
-    def retention_batch_size(self) -> int: ...
 
 
 @dataclass
@@ -127,7 +76,7 @@ def scrub_reason(reason: str, *, worker_id: str | None, name: str | None) -> str
 
 
 def run_retention(
-    settings: HasRetention,
+    settings: RetentionSettings,
     sessions: sessionmaker[Session],
     *,
     now: datetime | None = None,
@@ -246,7 +195,7 @@ def _purge_snapshots(session: Session, cutoff: datetime, batch: int) -> int:
 class RetentionJob:
     """Runs the retention policy now and then every ``retention_interval_s`` on a daemon thread."""
 
-    def __init__(self, settings: HasRetention, engine: Engine) -> None:
+    def __init__(self, settings: RetentionSettings, engine: Engine) -> None:
         self.settings = settings
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._stop = threading.Event()
