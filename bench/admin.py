@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
+from bench.pg import new_pg_database, postgres_admin_url
 from models.messages import Decision, EventKind
 from server.db import make_engine, make_sessionmaker, upgrade_database
 from server.entrylog import EntryFilter, entry_log_page
@@ -288,25 +289,6 @@ def measure_export(url: str) -> dict[str, object]:
 # -- main ----------------------------------------------------------------------------------------
 
 
-def postgres_url_from_env() -> str | None:
-    if not (os.environ.get("PGHOST") or os.environ.get("PGPORT")):
-        return None
-    return sa.URL.create(
-        "postgresql+psycopg", username=os.environ.get("PGUSER", "postgres"), password=os.environ.get("PGPASSWORD"),
-        host=os.environ.get("PGHOST", "localhost"), port=int(os.environ.get("PGPORT", "5432")),
-        database=os.environ.get("PGDATABASE", "postgres"),
-    ).render_as_string(hide_password=False)
-
-
-def _new_database(admin_url: str) -> str:
-    name = f"bench_admin_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine.dispose()
-    return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
 def _relay(cmd: list[str], env: dict[str, str]) -> int:
     """Run ``cmd``, passing its output through but keeping the result line for last:
     pg_virtualenv prints "Dropping cluster ..." after the benchmark ends."""
@@ -338,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.quick:
         args.entries, args.stations, args.workers = 100_000, 60, 3000
-    admin = postgres_url_from_env()
+    admin = postgres_admin_url()
     if args.database_url is None and admin is None:
         if shutil.which("pg_virtualenv") and not os.environ.get(_IN_PG_ENV):
             # A throwaway Debian cluster for this run (as .ci/run does for the tests).
@@ -348,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench admin: no PostgreSQL: give --database-url, set PG* variables, or install postgresql-common "
               "(pg_virtualenv)", file=sys.stderr)
         return 2
-    url = args.database_url or _new_database(admin)  # type: ignore[arg-type]
+    url = args.database_url or new_pg_database(admin, "bench_admin")  # type: ignore[arg-type]
     try:
         result = run(url, args)
     finally:

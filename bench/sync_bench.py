@@ -52,6 +52,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from core.broker import free_port
+from bench.pg import new_pg_database, postgres_admin_url
 from core.mqtt import MqttLink, MqttSettings
 from edge.config import EdgeSettings
 from edge.store import EdgeStore
@@ -130,25 +131,6 @@ def _wait(condition: Callable[[], object], timeout: float, what: str, poll: floa
         if time.monotonic() > deadline:
             raise SystemExit(f"bench sync: timed out waiting for {what}")
         time.sleep(poll)
-
-
-def postgres_admin_url() -> str | None:
-    if not (os.environ.get("PGHOST") or os.environ.get("PGPORT")):
-        return None
-    return sa.URL.create(
-        "postgresql+psycopg", username=os.environ.get("PGUSER", "postgres"), password=os.environ.get("PGPASSWORD"),
-        host=os.environ.get("PGHOST", "localhost"), port=int(os.environ.get("PGPORT", "5432")),
-        database=os.environ.get("PGDATABASE", "postgres"),
-    ).render_as_string(hide_password=False)
-
-
-def new_pg_database(admin_url: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine.dispose()
-    return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def server_settings(url: str, broker: Broker, **overrides: object) -> ServerSettings:
