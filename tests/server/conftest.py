@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy import Engine
 
 from core.broker import free_port
 from core.mqtt import MqttLink, MqttSettings
@@ -19,11 +20,25 @@ from models import topics
 from models.encoding import FACE_MODEL_ID, FaceEncoding
 from models.messages import StationStatus, encode
 from server.config import ServerSettings
+from server.db import make_engine, upgrade_database
 from server.runtime import ServerRuntime
-from tests.support.services import Mosquitto
+from tests.support.services import Mosquitto, postgres_url  # noqa: F401  (postgres_url: a fixture)
 
 TOKEN = "test-token-0123456789abcdef"
 STATION = "s1"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty database: a SQLite file, or a fresh PostgreSQL database (a file may define its own)."""
+    sqlite = f"sqlite:///{tmp_path / 'server.db'}"
+    url = sqlite if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    db = make_engine(url)
+    upgrade_database(db)
+    try:
+        yield db
+    finally:
+        db.dispose()
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:

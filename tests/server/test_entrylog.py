@@ -4,21 +4,18 @@ pages never repeat or lose a row (even while entries arrive), and each row carri
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.messages import Decision, EntryEvent, EventKind, Scores
-from server.db import make_engine, make_sessionmaker, upgrade_database
+from server.db import make_sessionmaker
 from server.entries import InvalidCursor
 from server.entrylog import EntryFilter, EntryLogRow, entry_log_page
 from server.ingest_store import store_events
 from server.tables import Station, Worker
-from tests.support.services import postgres_url  # noqa: F401  (a fixture)
 
 T0 = datetime(2025, 3, 1, 0, 0, tzinfo=timezone.utc)
 STATIONS = {
@@ -33,21 +30,6 @@ WORKERS = {
     "w4": ("Zhao Liu", "courier"),
     "w5": ("陈七", None),
 }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated, empty database: a SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'server.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    db = make_engine(url)
-    upgrade_database(db)
-    try:
-        yield db
-    finally:
-        db.dispose()
 
 
 def seed_people(sessions: sessionmaker[Session]) -> None:

@@ -8,9 +8,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
@@ -18,29 +16,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.messages import Decision, EntryEvent
 from server.config import ServerSettings
-from server.db import make_engine, make_sessionmaker, upgrade_database
+from server.db import make_sessionmaker
 from server.errors import ConfigError
 from server.ingest_store import store_events
 from server.retention import ACTION, RetentionJob, RetentionSettings, run_retention, scrub_reason
 from server.tables import AuditEvent, Entry, EntrySnapshot, Worker
-from tests.support.services import postgres_url  # noqa: F401  (a fixture)
 
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=timezone.utc)
 CREDENTIAL = "0a1b2c3d4e5f"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'server.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    db = make_engine(url)
-    upgrade_database(db)
-    try:
-        yield db
-    finally:
-        db.dispose()
 
 
 def seed(sessions: sessionmaker[Session]) -> dict[str, set[str]]:

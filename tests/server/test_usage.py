@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,7 +20,6 @@ from server.db import make_engine, make_sessionmaker, upgrade_database
 from server.ingest_store import entry_row, store_events
 from server.tables import USAGE_COUNT_COLUMNS, WORKER_CATEGORIES, Entry, Station, Worker
 from server.usage import NIGHT_HOURS, OTHERS, RULES, UNCATEGORISED, usage_summary
-from tests.support.services import postgres_url  # noqa: F401  (a fixture)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 STATIONS = {
@@ -31,18 +29,6 @@ STATIONS = {
 WORKERS = {"w1": "courier", "w2": "food_delivery", "w3": "sanitation", "w4": "designated_driver", "w5": "other",
            "w6": None, "w7": "courier"}
 T0 = datetime(2025, 3, 20, tzinfo=timezone.utc)  # Berlin and New York change to summer time in the range
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    sqlite = f"sqlite:///{tmp_path / 'server.db'}"
-    url = sqlite if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    db = make_engine(url)
-    upgrade_database(db)
-    try:
-        yield db
-    finally:
-        db.dispose()
 
 
 @pytest.fixture
