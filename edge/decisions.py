@@ -81,6 +81,8 @@ class DoorActions:
         closed = self.configs.closed_reason() if verdict.open_door and self.configs is not None else None
         if closed:  # outside the opening hours (the exit button, edge/inputs.py, still opens)
             verdict = refuse_when_closed(verdict, closed)
+            if verdict.identity is not None:
+                self.gate.refused(verdict.identity)  # so their entry just after opening time is recorded
         relay_at: float | None = None
         if verdict.open_door:
             relay_at = self.door.grant()

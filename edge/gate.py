@@ -57,9 +57,11 @@ Every verdict comes with the liveness evidence it rests on
 (:attr:`DoorGate.evidence`), for the entry's scores.
 
 Cooldown: the policy counts a grant it issued as the worker's last recorded
-entry even when the gate turned it into a spoof. So that the audit log does
+entry even when the gate turned it into a spoof, or the door refused it
+outside the opening hours (:meth:`DoorGate.refused`). So that the audit log does
 not lose the worker's real entry that follows, a grant the policy marks "within
-cooldown" is recorded anyway when the worker's last recorded event here was a spoof.
+cooldown" is recorded anyway when the worker's last recorded event here was a
+spoof or such a refusal.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class DoorGate:
         self.merged = 0  # grants not given because the other way in already let the worker in this visit
         self.evidence: LivenessResult | None = None
         """The liveness result the latest verdict rests on (None before a face of its visit was seen)."""
-        self._spoofed: set[str] = set()  # workers whose last recorded event here is a spoof
+        self._spoofed: set[str] = set()  # workers whose last recorded event here is a spoof or a refusal
         self._elsewhere: dict[str, float] = {}  # worker -> when another way in let them in
         self._new_visit()
 
@@ -217,6 +219,18 @@ class DoorGate:
             self._spoofed.discard(identity)
             return Admission(True, True, "new entry")
         return Admission(True, False, "within cooldown: not a new entry")
+
+    def refused(self, identity: str) -> None:
+        """The door refused a grant of this gate for ``identity`` (outside the opening hours): nobody was let in.
+
+        The policy took the grant as the worker's last recorded entry; as after a
+        spoof, their next grant is recorded even within the cooldown, so that an
+        entry just after opening time is not lost. The visit stays decided: one
+        refusal per visit, not one every ``frames_required`` frames.
+        """
+        self._spoofed.add(identity)
+        if self._let_in == identity:
+            self._let_in = None
 
     def liveness_scores(self) -> dict[str, object]:
         """The liveness evidence of the latest verdict as the entry's ``Scores`` fields (entry/2)."""
