@@ -135,6 +135,18 @@ def test_a_kept_config_the_station_cannot_use_any_more_falls_back_to_its_file(st
     assert (later.mode, later.version) == ("face", None)
 
 
+def test_weekday_hours_close_the_station_on_its_own_weekend(store: EdgeStore) -> None:
+    now = [datetime(2026, 5, 8, 12, 59, tzinfo=timezone.utc)]  # Friday 20:59 in Shanghai
+    a = StationConfigApplier(SID, store, AccessConfig(mode="face", qr_public_keys=[KEY]), wall_clock=lambda: now[0])
+    assert a.offer(cfg(3, "face_or_qr", "mon-fri 07:00-21:00; Sun 22:00-02:00")).applied  # type: ignore[union-attr]
+    assert a.closed_reason() is None
+    now[0] = datetime(2026, 5, 9, 2, 0, tzinfo=timezone.utc)  # Saturday 10:00 there (still Friday in some zones)
+    assert a.closed_reason() == (
+        "closed: opening hours Mon-Fri 07:00-21:00; Sun 22:00-02:00 (now Sat 10:00 Asia/Shanghai)")
+    now[0] = datetime(2026, 5, 10, 17, 30, tzinfo=timezone.utc)  # Monday 01:30 there: Sunday night's hours
+    assert a.closed_reason() is None
+
+
 # -- the whole path: server page -> broker -> agent -> door -----------------------------------------------------
 EX = "face_recognition_examples"
 RELAY, EXIT = 17, 5

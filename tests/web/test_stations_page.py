@@ -252,6 +252,24 @@ def test_admin_edits_are_validated_and_audited(web: WebApp, browser) -> None:  #
         assert session.get(Station, "gz-9") is not None
 
 
+def test_weekday_opening_hours_are_saved_in_their_canonical_form(web: WebApp, browser) -> None:  # noqa: ANN001
+    """In Chinese: a day in two groups is refused naming the day; weekday hours are stored as the stations read them."""
+    seed_stations(web)
+    page = web.login(browser, "admin", language="zh_CN")
+    page.goto(web.url + "/stations/sh-2")
+    assert "Mon-Fri 07:00-21:00; Sat-Sun 09:00-17:00" in page.locator("#hours-hint").inner_text()
+    page.fill("#edit-form input[name=opening_hours]", "Mon-Fri 07:00-21:00; Fri 22:00-02:00")
+    page.click("#save-station")
+    assert "开放时间：Fri 出现在两组里；每一天只能属于一组。" in page.locator("[role=alert]").all_inner_texts()
+    page.fill("#edit-form input[name=opening_hours]", "sat-sun 09:00 - 17:00;mon-fri 07:00-21:00")
+    page.click("#save-station")
+    assert page.locator("[role=status]").inner_text() == "已保存。"
+    canonical = "Mon-Fri 07:00-21:00; Sat-Sun 09:00-17:00"
+    assert page.locator("#edit-form input[name=opening_hours]").input_value() == canonical
+    with web.sessions() as session:
+        assert session.get(Station, "sh-2").opening_hours == canonical
+
+
 def test_five_busy_stations_show_their_own_state(web: WebApp, browser) -> None:  # noqa: ANN001
     """A month of realistic entries at five stations, each in another state, as an admin sees them in Chinese."""
     assert web.runtime.engine is not None

@@ -27,6 +27,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.i18n import Translator
 from models.messages import Decision, EventKind
 from models.station_config import is_valid_opening_hours
 from server.config import ServerSettings
@@ -132,11 +133,23 @@ def removal_facts(session: Session, station: Station) -> RemovalFacts:
 
 
 def valid_opening_hours(text: str) -> bool:
-    """"24h", or comma-separated ranges like "06:00-22:00" (a range may cross midnight: "20:00-06:00").
+    """"24h", ranges like "06:00-22:00, 20:00-06:00" every day, or per weekday "Mon-Fri 07:00-21:00; Sat 24h".
 
     The stations judge them with the same parser (models/station_config.py).
     """
     return is_valid_opening_hours(text)
+
+
+Problem = str | tuple[str, dict[str, str]]
+"""What a form check found: an English message id, or one with values (the opening hours' reasons)."""
+
+
+def say(tr: Translator, problem: Problem) -> str:
+    """A problem in the reader's language (the opening hours' reasons are translated in stations.po too)."""
+    if isinstance(problem, str):
+        return tr.gettext(problem)
+    message, values = problem
+    return tr.gettext(message, **values)
 
 
 def make_bundle(settings: ServerSettings, station_id: str, name: str) -> bytes:

@@ -28,7 +28,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from core.i18n import DEFAULT_TIME_ZONE, is_time_zone, translator
-from models.station_config import parse_opening_hours
+from models.station_config import OpeningHoursError, parse_opening_hours
 from models.topics import check_station_id
 from server import audit
 from server.api.routes.stations import LOGIN_OUTCOMES, finish_removal
@@ -48,10 +48,11 @@ from server.web.pages.station_views import (
     DOOR_STATES,
     KINDS,
     MODES,
+    Problem,
     make_bundle,
     removal_facts,
+    say,
     station_views,
-    valid_opening_hours,
 )
 from server.web.templating import N_, render
 
@@ -65,23 +66,23 @@ Text = Annotated[str, Form(max_length=200)]
 NO_STATION = N_("There is no station with this ID.")
 
 
-def _check(values: dict[str, str]) -> list[str]:
+def _check(values: dict[str, str]) -> list[Problem]:
     """The problems with a station's settings, in English (message ids); valid opening hours are normalised."""
-    problems = []
+    problems: list[Problem] = []
     if not values["name"] or len(values["name"]) > 100:
         problems.append(N_("Give the station a name (at most 100 characters)."))
     if not is_time_zone(values["time_zone"]):
         problems.append(N_("Unknown time zone: use a name like Asia/Shanghai or Asia/Urumqi."))
-    if not valid_opening_hours(values["opening_hours"]):
-        problems.append(N_("Opening hours: write 24h, or times like 06:00-22:00 (several separated by commas)."))
-    else:  # stored as the stations read it back, so a mere respelling is no change
+    try:  # stored as the stations read it back, so a mere respelling is no change
         values["opening_hours"] = str(parse_opening_hours(values["opening_hours"]))
+    except OpeningHoursError as err:  # one sentence saying what is wrong (which day, which range)
+        problems.append((err.message, err.values))
     if values["mode"] not in MODES:
         problems.append(N_("Unknown access mode."))
     return problems
 
 
-def _list_page(request: Request, user: PageUser, *, code: int = 200, problems: list[str] | None = None,
+def _list_page(request: Request, user: PageUser, *, code: int = 200, problems: list[Problem] | None = None,
                new: dict[str, str] | None = None, removed: str = "", login: str = "") -> Response:
     tr = translator(user.language)
     with request.app.state.ctx.sessions() as session:
@@ -89,7 +90,7 @@ def _list_page(request: Request, user: PageUser, *, code: int = 200, problems: l
     return render(request, "stations.html", status_code=code, views=views, modes=MODES, alarm_labels=ALARMS,
                   cameras=CAMERA_STATES, removed=removed, login=login if login in LOGIN_OUTCOMES else "",
                   password_file=str(request.app.state.ctx.settings.mqtt_password_file or ""),
-                  problems=[tr.gettext(p) for p in problems or []], default_zone=DEFAULT_TIME_ZONE,
+                  problems=[say(tr, p) for p in problems or []], default_zone=DEFAULT_TIME_ZONE,
                   new=new or {"station_id": "", "name": "", "place": "", "time_zone": DEFAULT_TIME_ZONE,
                               "opening_hours": "24h", "mode": "face_or_qr"})
 
@@ -214,7 +215,7 @@ def _publish_config(request: Request, station_id: str) -> None:
 
 
 def _station_page(request: Request, user: PageUser, station_id: str, *, bundle: str = "", saved: bool = False,
-                  problems: list[str] | None = None, form: dict[str, str] | None = None, provision_error: str = "",
+                  problems: list[Problem] | None = None, form: dict[str, str] | None = None, provision_error: str = "",
                   code: int = 200) -> Response:
     tr = translator(user.language)
     with request.app.state.ctx.sessions() as session:
@@ -234,7 +235,7 @@ def _station_page(request: Request, user: PageUser, station_id: str, *, bundle: 
         decisions=DECISIONS, config=config,
         alarm_labels=ALARMS, cameras=CAMERA_STATES, doors=DOOR_STATES, bundle=bundle if waiting else "",
         bundle_gone=bool(bundle) and not waiting, saved=saved,
-        problems=[tr.gettext(p) for p in problems or []], provision_error=provision_error,
+        problems=[say(tr, p) for p in problems or []], provision_error=provision_error,
         form=form or {f: getattr(station, f) for f in EDITABLE},
     )
 
