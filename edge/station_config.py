@@ -5,7 +5,11 @@ on ``ws/v1/station/{sid}/config`` (models/station_config.py). The station
 
 - decodes it with the contract's validation: a malformed or hostile payload,
   or one naming another station, is logged on one line and counted
-  (``stats.malformed``) and changes nothing;
+  (``stats.malformed``) and changes nothing; when it still names this station
+  and a version newer than the one in use (a config from a newer server that
+  this station's code cannot read, such as a syntax of opening hours it does
+  not know), it is answered as refused, so the admin page says so instead
+  of waiting;
 - ignores a config older than the one it applied (``stats.older``), answering
   so, so the admin page shows why;
 - refuses a mode that reads QR codes when its own file has no
@@ -26,6 +30,7 @@ MQTT handlers run on paho's thread, so payloads are handed to one worker thread.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -163,22 +168,22 @@ class StationConfigApplier:
         try:
             config = decode(payload, StationConfig)
         except ContractError as err:
-            return self._malformed(payload, str(err))
+            return self._unreadable(payload, str(err))
         if config.station_id != self.station_id:
             return self._malformed(payload, f"it names station {config.station_id!r}")
         active = self.active
         if active is not None and config.version < active.version:
             self.stats.older += 1
             log.warning("station config v%d ignored: older than v%d in use", config.version, active.version)
-            return self._ack(config, False, f"older than v{active.version}, which this station uses")
+            return self._ack(config.version, False, f"older than v{active.version}, which this station uses")
         if active is not None and config == active:
             self.stats.unchanged += 1
-            return self._ack(config, True, "")
+            return self._ack(config.version, True, "")
         problem = self._problem(config)
         if problem:
             self.stats.refused += 1
             log.error("station config v%d refused: %s; keeping mode %s", config.version, problem, self.mode)
-            return self._ack(config, False, problem)
+            return self._ack(config.version, False, problem)
         try:
             self.store.save_station_config(config.version, encode(config).decode("utf-8"))
         except StoreError as err:  # the door still follows the server; it is lost on a restart
@@ -187,7 +192,7 @@ class StationConfigApplier:
         self.stats.applied += 1
         log.info("station config v%d applied: mode %s, opening hours %s (%s)", config.version, config.mode,
                  config.opening_hours, config.time_zone)
-        return self._ack(config, True, "")
+        return self._ack(config.version, True, "")
 
     def _problem(self, config: StationConfig) -> str:
         if config.mode in QR_MODES and not self.has_qr_keys:
@@ -201,9 +206,18 @@ class StationConfigApplier:
                     preview)
         return None
 
-    def _ack(self, config: StationConfig, applied: bool, reason: str) -> StationConfigAck:
+    def _unreadable(self, payload: bytes, why: str) -> StationConfigAck | None:
+        """A payload the contract refused: nothing changes; answered as refused if it is a newer config for us."""
+        self._malformed(payload, why)
+        version = _addressed_version(payload, self.station_id)
+        if version is None or (self.version is not None and version <= self.version):
+            return None
+        self.stats.refused += 1
+        return self._ack(version, False, f"this station cannot read it (is its software older than the server's?): {why}")
+
+    def _ack(self, version: int, applied: bool, reason: str) -> StationConfigAck:
         ack = StationConfigAck(
-            station_id=self.station_id, version=config.version, applied=applied, active_version=self.version,
+            station_id=self.station_id, version=version, applied=applied, active_version=self.version,
             mode=self.mode, reason=reason[:200], at=self.wall_clock(),
         )
         self.last_ack = ack
@@ -213,6 +227,20 @@ class StationConfigApplier:
         link = self._link
         if link is not None and link.publish(topics.station_config_ack(self.station_id), encode(ack), retain=True):
             self.stats.acks_sent += 1
+
+
+def _addressed_version(payload: bytes, station_id: str) -> int | None:
+    """The version of a config the contract refused, if it is a JSON object naming this station; else None."""
+    if len(payload) > 64 * 1024:
+        return None
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(doc, dict) or doc.get("station_id") != station_id:
+        return None
+    version = doc.get("version")
+    return version if type(version) is int and 0 <= version <= 2**62 else None
 
 
 def _one_line(text: str) -> str:

@@ -111,17 +111,25 @@ def test_a_qr_mode_is_refused_by_a_station_without_the_servers_key(store: EdgeSt
     b'{"schema": "station_config/1"}',
     b"[" * 100_000,
     b"x" * 300_000,
+    cfg(9, "qr", sid="another-station"),
+    cfg(4, "qr").replace(b'"qr"', b'"open_sesame"'),  # names this station, but older than the config in use
     cfg(9, "qr").replace(b'"qr"', b'"open_sesame"'),
     cfg(9, "qr").replace(b'"24h"', b'"always, honestly"'),
     cfg(9, "qr").replace(b'"Asia/Shanghai"', b'"../../../etc/passwd"'),
-    cfg(9, "qr", sid="another-station"),
     cfg(9, "qr")[:-1] + b', "unlock_forever": true}',
 ])
 def test_a_malformed_or_hostile_config_changes_nothing(store: EdgeStore, payload: bytes, caplog) -> None:  # noqa: ANN001
     a = applier(store)
     a.offer(cfg(5, "face", "06:00-22:00"))
     with caplog.at_level(logging.WARNING, "edge.station_config"):
-        assert a.offer(payload) is None  # nothing to answer: it is not a config for this station
+        ack = a.offer(payload)
+    if b'"version":9,' in payload and SID.encode() in payload:
+        # A newer config for this station that it cannot read (from a newer server, say): refused, and said so,
+        # so that the station page shows "v9 refused by the station" instead of "v9 pending" for ever.
+        assert ack is not None and (ack.version, ack.applied, ack.active_version, ack.mode) == (9, False, 5, "face")
+        assert ack.reason.startswith("this station cannot read it"), ack.reason
+    else:
+        assert ack is None  # nothing to answer: not a config for this station, or not a newer one
     assert (a.mode, a.version, str(a.active.hours)) == ("face", 5, "06:00-22:00")  # type: ignore[union-attr]
     assert a.stats.malformed + a.stats.withdrawn == 1
     assert store.station_config()[0] == 5  # type: ignore[index]
