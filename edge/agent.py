@@ -212,6 +212,8 @@ class EdgeAgent:
             self.snapshots.see(frame.rgb, self.pipeline.last_box, frame.t)
         if verdict is not None:
             self.actions.face(verdict, kind, gate.liveness_scores() if gate is not None else None)
+        if gate is not None:
+            self.actions.prompt(gate)  # "please move" for a worker held for liveness, once per visit
         return verdict
 
     def _health(self) -> dict[str, str]:

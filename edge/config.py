@@ -158,6 +158,11 @@ class DoorConfig(BaseModel):
     green_led_pin: int = Field(default=22, ge=0, le=27, description="BCM pin of the green (granted) LED.")
     red_led_pin: int = Field(default=23, ge=0, le=27, description="BCM pin of the red (denied, alarm) LED.")
     beep_s: float = Field(default=0.1, ge=0.02, le=2.0, description="Length of one beep in seconds.")
+    prompt_beep_s: float = Field(
+        default=0.03, ge=0.0, le=0.5,
+        description="The 'please move' prompt's one chirp (liveness.prompt_after_s), in seconds: shorter than a "
+        "beep, a tick. 0: silent, the green LED's blinking alone (e.g. where people sleep near the door).",
+    )
     deny_led_s: float = Field(default=1.0, ge=0.1, le=10.0, description="Seconds the red LED stays lit after a denial.")
     alarm_on_s: float = Field(default=0.8, ge=0.1, le=5.0, description="Alarm pattern: seconds the buzzer sounds.")
     alarm_off_s: float = Field(default=0.4, ge=0.1, le=5.0, description="Alarm pattern: seconds of silence between.")

@@ -127,6 +127,26 @@ class DoorActions:
         if self.on_verdict is not None:
             self.on_verdict(verdict, latency_ms)
 
+    def prompt(self, gate: DoorGate) -> None:
+        """After each frame of ``gate``: "please move" once per visit for a grant held for liveness; stop it after.
+
+        Not an entry event (nothing was decided), so only logged and counted.
+        """
+        held = gate.prompt_due()
+        if held is None:
+            if gate.held is None:
+                self.door.end_prompt()  # decided or ended: a pattern still showing stops (a no-op otherwise)
+            return
+        if self.stopping.is_set() or not self.door.prompt():
+            return
+        self.counts["liveness_prompts"] += 1
+        name = self.holder.names.get(held.identity or "", "")
+        live = gate.liveness_result
+        log.info(
+            "prompt: asked %s%s to move (matched, no head movement or blink yet, %.1f s into the liveness check)",
+            held.identity, f" ({name})" if name else "", live.elapsed_s if live is not None else 0.0,
+        )
+
     def qr(self, decision: QrDecision, frame_t: float) -> None:
         """A QR credential's decision (read from the frame of ``frame_t``): open or refuse, and record it."""
         if self.stopping.is_set():

@@ -25,6 +25,12 @@ Buzzer patterns: granted = one short beep; denied = two short beeps; alarm =
 ``alarm_on_s`` on / ``alarm_off_s`` off, repeating until its cause clears, at
 most ``alarm_max_s``. While an alarm sounds, grants and denials do not beep
 (the door still acts and the LEDs still show it) so the alarm stays recognisable.
+
+"Please move" (:meth:`Door.prompt`, for a worker's face held for liveness,
+edge/gate.py): the green LED blinks ``PROMPT_BLINKS`` times and the buzzer
+gives one chirp of ``prompt_beep_s`` (0.03 s: a tick, shorter than the 0.1 s
+beep; 0 = silent). It never touches the relay; a grant or denial replaces it,
+and :meth:`Door.end_prompt` stops it when the visit ends.
 """
 
 from __future__ import annotations
@@ -41,6 +47,11 @@ from edge.config import DoorConfig
 from edge.errors import DoorError
 
 log = logging.getLogger(__name__)
+
+PROMPT_BLINKS = 3
+PROMPT_BLINK_S = 0.15
+"""The "please move" blink: on and off this long, ``PROMPT_BLINKS`` times (0.9 s): unlike the steady green of a grant."""
+PROMPT_S = 2 * PROMPT_BLINKS * PROMPT_BLINK_S
 
 
 class Door:
@@ -61,6 +72,8 @@ class Door:
         """Clock time until which the last grant keeps the lock released (for forced-open detection)."""
         self.grants = 0
         self.denials = 0
+        self.prompts = 0
+        self._prompt_until = -math.inf  # clock time the "please move" pattern ends by itself
         devices: list[Any] = []
         try:
             # Relay first: if a later pin fails, the lock is already claimed in its locked state.
@@ -132,6 +145,7 @@ class Door:
             self.relay_on_at = switched_at
             self.unlocked_until = switched_at + s.unlock_s
             self.grants += 1
+            self._prompt_until = -math.inf  # the green LED and the beep above replaced it
         return switched_at
 
     def deny(self) -> None:
@@ -141,12 +155,47 @@ class Door:
             if self._closed:
                 return
             self.denials += 1
+            self._stop_prompt()
             if self._alarms:
                 return
             if not self.relay.is_active:
                 self.green.off()
             self.red.blink(on_time=s.deny_led_s, off_time=0, n=1, background=True)
             self.buzzer.beep(on_time=s.beep_s, off_time=s.beep_s, n=2, background=True)
+
+    def prompt(self) -> bool:
+        """"Please move": the green LED blinks ``PROMPT_BLINKS`` times, one chirp of ``prompt_beep_s``; returns at once.
+
+        For a worker's face that matched but has not yet shown it is live. Opens
+        nothing. Shows nothing (False) while the lock is released, since the
+        steady green LED shows that, or once the door is closed. No chirp while
+        an alarm sounds. :meth:`grant` and :meth:`deny` replace the pattern,
+        :meth:`end_prompt` stops it.
+        """
+        s = self.settings
+        with self._lock:
+            if self._closed or self.relay.is_active:
+                return False
+            self.green.blink(on_time=PROMPT_BLINK_S, off_time=PROMPT_BLINK_S, n=PROMPT_BLINKS, background=True)
+            if s.prompt_beep_s > 0 and not self._alarms:
+                self.buzzer.beep(on_time=s.prompt_beep_s, off_time=s.prompt_beep_s, n=1, background=True)
+            self._prompt_until = self._clock() + max(PROMPT_S, 2 * s.prompt_beep_s)
+            self.prompts += 1
+        return True
+
+    def end_prompt(self) -> None:
+        """Stop a "please move" pattern still showing (its visit ended); cheap, and a no-op when none is."""
+        with self._lock:
+            if not self._closed:
+                self._stop_prompt()
+
+    def _stop_prompt(self) -> None:
+        if self._clock() >= self._prompt_until:
+            return
+        self._prompt_until = -math.inf
+        self.green.off()
+        if not self._alarms:  # the alarm's tone is not the prompt's to stop
+            self.buzzer.off()
 
     def set_alarms(self, causes: Iterable[str]) -> None:
         """Make ``causes`` the active alarm causes: sound when one is added, stop when none is left.
@@ -180,6 +229,7 @@ class Door:
                 return
             self._to_failure_state()
             self.green.off()
+            self._prompt_until = -math.inf
 
     def _to_failure_state(self) -> None:
         if self.settings.fail_safe:

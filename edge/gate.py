@@ -30,7 +30,8 @@ nothing                   failed                     nothing: the door is shut a
 
 A visit that ends (the policy's ``visit_gap_s`` without a face) while a grant
 is held drops it (counted in ``abandoned``, not recorded): the person left
-before showing they were live.
+before showing they were live. A grant held for ``prompt_after_s`` is due for
+the door's "please move" prompt once per visit (:meth:`DoorGate.prompt_due`).
 
 The gate also tells the pipeline what the next frame needs
 (:attr:`DoorGate.wants_encoding`, :attr:`DoorGate.wants_landmarks`):
@@ -117,6 +118,8 @@ class DoorGate:
 
     def _new_visit(self) -> None:
         self._held: Verdict | None = None
+        self._held_since = 0.0  # when the held grant started waiting for liveness
+        self._prompted = False  # the "please move" prompt was due once in this visit
         self._granted = False  # the policy granted in this visit (held, released or spoofed)
         self._settled = False  # the door's decision for this visit is final: nothing more to compute
         self._visit_started: float | None = None
@@ -158,6 +161,24 @@ class DoorGate:
         return self._held
 
     @property
+    def held_since(self) -> float | None:
+        """Clock time the held grant started waiting for liveness (None when nothing is held)."""
+        return self._held_since if self._held is not None else None
+
+    def prompt_due(self) -> Verdict | None:
+        """The held grant, once per visit, when it has waited ``prompt_after_s`` for liveness: ask them to move.
+
+        Only a grant the policy made is ever held, so a face it has not matched
+        (a stranger, a photo of one) is never prompted; nor is a visit whose
+        decision is made (the grant released or spoofed) or that has ended.
+        """
+        after = self.liveness.config.prompt_after_s
+        if self._held is None or self._prompted or after <= 0 or self._clock() - self._held_since < after:
+            return None
+        self._prompted = True
+        return self._held
+
+    @property
     def liveness_result(self) -> LivenessResult | None:
         """The latest liveness result of the current visit (None before its first face)."""
         return self._live
@@ -182,7 +203,7 @@ class DoorGate:
             self._granted = True
             if self._let_in_elsewhere(verdict):
                 return None
-            self._held = verdict
+            self._held, self._held_since = verdict, self._clock()
         if self._held is None:
             return None
         if live.passed:

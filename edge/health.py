@@ -134,6 +134,8 @@ class _AgentCollector:
         for kind in _DOOR_EVENTS:
             doors.add_metric([kind.value], counts.get(kind.value, 0))
         yield doors
+        yield CounterMetricFamily("waystation_edge_liveness_prompts", "'Please move' prompts given to matched faces "
+                                  "held for liveness (edge/decisions.py)", value=counts.get("liveness_prompts", 0))
         yield CounterMetricFamily(
             "waystation_edge_camera_reopens", "Times the camera was reopened after failing or stalling",
             value=getattr(inner, "reopens", 0),

@@ -80,6 +80,12 @@ class LivenessConfig(BaseModel):
         default=4.0, gt=0.0, le=30.0,
         description="Seconds from the first usable face to show the cue; after that the visit fails the check.",
     )
+    prompt_after_s: float = Field(
+        default=1.2, ge=0.0, le=30.0,
+        description="A worker's matched face still waiting for the cue this many seconds after the match gets the "
+        "door's 'please move' signal, once per visit (green LED blinking; docs/hardware.md). Strangers never get it. "
+        "0: never; at or beyond time_limit_s it never comes (the check fails first).",
+    )
     min_face_px: int = Field(
         default=60, ge=20, le=2000, description="Faces smaller than this (shorter box side, pixels) are not evidence."
     )

@@ -1,6 +1,7 @@
 """``./run edge selftest``: an installer checks every wire of the door, one device at a time.
 
-The relay clicks, the buzzer plays each pattern, each LED lights, then the
+The relay clicks, the buzzer plays each pattern, each LED lights, the
+"please move" prompt shows (green blinking, one chirp), then the
 live state of every fitted input is printed for ``watch_s`` seconds while the
 installer presses the exit button, opens and shuts the door and opens the
 enclosure. Nothing is recorded and no alarm logic runs: this is wiring, not
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from edge.config import DoorConfig
-from edge.door import Door
+from edge.door import PROMPT_BLINKS, PROMPT_S, Door
 from edge.inputs import CONTACT, EXIT, TAMPER, DoorInputs, InputChange
 
 Say = Callable[[str], None]
@@ -94,6 +95,11 @@ def _outputs(door: Door, s: DoorConfig, say: Say, pause_s: float, alarm_s: float
         led.on()
         time.sleep(max(pause_s, 1.0))
         led.off()
+
+    chirp = f"one {s.prompt_beep_s:g} s chirp" if s.prompt_beep_s > 0 else "no sound (prompt_beep_s: 0)"
+    say(f"please move (a matched face held for liveness): green LED blinks {PROMPT_BLINKS} times, {chirp}")
+    door.prompt()
+    time.sleep(PROMPT_S + pause_s)  # the pattern runs on gpiozero's thread; let it finish before the inputs
 
 
 def _watch_inputs(

@@ -230,3 +230,99 @@ def test_during_an_alarm_grants_open_silently_and_denials_stay_silent(factory: M
     assert relay.state is True and green.state is True  # the door still opened, and shows it
     assert door.grants == 1 and door.denials == 1
     door.close()
+
+
+# -- "please move": the liveness prompt -------------------------------------------------------------------------
+def test_prompt_blinks_green_three_times_with_one_chirp_and_never_touches_the_lock(factory: MockFactory) -> None:
+    door = Door(DoorConfig(prompt_beep_s=0.03), pin_factory=factory)
+    relay, buzzer, green, red = factory.pin(17), factory.pin(27), factory.pin(22), factory.pin(23)
+    for p in (relay, buzzer, green, red):
+        p.clear_states()
+    t0 = time.monotonic()
+    assert door.prompt() is True
+    assert time.monotonic() - t0 < 0.2  # non-blocking: the camera loop goes on
+    assert wait_until(lambda: len(green.states) >= 7, timeout=3.0)
+    green.assert_states_and_times(
+        [(0.0, False), (0.0, True), (0.15, False), (0.15, True), (0.15, False), (0.15, True), (0.15, False)]
+    )
+    time.sleep(0.2)
+    assert len(green.states) == 7 and green.state is False  # three blinks, then dark
+    # One chirp, a third of the granted beep: a worker hears "something is asked", not "come in".
+    buzzer.assert_states_and_times([(0.0, False), (0.0, True), (0.03, False)])
+    assert len(buzzer.states) == 3
+    assert len(relay.states) == 1 and relay.state is False and not door.unlocked  # it opens nothing
+    assert len(red.states) == 1 and door.prompts == 1 and door.grants == 0
+    door.close()
+
+
+def test_prompt_can_be_silent(factory: MockFactory) -> None:
+    door = Door(DoorConfig(prompt_beep_s=0.0), pin_factory=factory)
+    buzzer, green = factory.pin(27), factory.pin(22)
+    buzzer.clear_states()
+    green.clear_states()
+    door.prompt()
+    assert wait_until(lambda: len(green.states) >= 7, timeout=3.0)
+    assert len(buzzer.states) == 1 and buzzer.state is False  # the blinking alone
+    door.close()
+
+
+def test_a_grant_replaces_the_prompt_with_the_steady_green_and_the_beep(factory: MockFactory) -> None:
+    door = Door(DoorConfig(unlock_s=1.0, beep_s=0.1), pin_factory=factory)
+    buzzer, green = factory.pin(27), factory.pin(22)
+    door.prompt()
+    time.sleep(0.05)  # mid-prompt: the first blink is on
+    buzzer.clear_states()
+    green.clear_states()
+    door.grant()  # the person turned their head
+    assert wait_until(lambda: len(green.states) >= 2, timeout=3.0)
+    green.assert_states_and_times([(0.0, True), (1.0, False)])  # stays lit, steady for unlock_s: no more blinking
+    assert len(green.states) == 2
+    buzzer.assert_states_and_times([(0.0, False), (0.0, True), (0.1, False)])
+    assert len(buzzer.states) == 3
+    door.end_prompt()  # the agent's call after the decision changes nothing now
+    assert green.state is False and len(green.states) == 2
+    door.close()
+
+
+def test_a_denial_or_the_end_of_the_visit_stops_the_prompt_at_once(factory: MockFactory) -> None:
+    door = Door(DoorConfig(beep_s=0.1, deny_led_s=0.5), pin_factory=factory)
+    buzzer, green, red = factory.pin(27), factory.pin(22), factory.pin(23)
+    door.prompt()
+    time.sleep(0.05)
+    assert green.state is True
+    door.deny()  # a spoof: red and two beeps, no green blinking on
+    time.sleep(0.6)
+    assert green.state is False and [s.state for s in green.states].count(True) == 1
+    assert [s.state for s in red.states[-3:]] == [False, True, False]
+    assert [s.state for s in buzzer.states].count(True) == 1 + 2  # the chirp, then the denial's two beeps
+
+    green.clear_states()
+    door.prompt()
+    time.sleep(0.05)
+    door.end_prompt()  # the worker walked away before deciding
+    assert green.state is False
+    n = len(green.states)
+    time.sleep(0.5)
+    assert len(green.states) == n  # no blink after the end
+    assert [s.state for s in green.states].count(True) == 1
+    door.close()
+
+
+def test_no_prompt_while_the_door_is_open_and_no_chirp_over_an_alarm(factory: MockFactory) -> None:
+    door = Door(DoorConfig(unlock_s=1.0, alarm_on_s=2.0, alarm_off_s=0.5), pin_factory=factory)
+    buzzer, green = factory.pin(27), factory.pin(22)
+    door.grant()
+    assert wait_until(lambda: door.unlocked)
+    green.clear_states()
+    assert door.prompt() is False  # the steady green says "come in": not blinked away
+    assert green.state is True and len(green.states) == 1
+    assert wait_until(lambda: not door.unlocked, timeout=3.0)
+    door.set_alarms({"tamper"})
+    assert wait_until(lambda: buzzer.state is True)
+    buzzer.clear_states()
+    green.clear_states()
+    assert door.prompt() is True
+    assert wait_until(lambda: len(green.states) >= 7, timeout=3.0)  # the LED still asks...
+    assert [s.state for s in buzzer.states] == [True]  # ...but the alarm tone is not cut by a chirp
+    door.close()
+    assert door.prompt() is False  # closed: nothing

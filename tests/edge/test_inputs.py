@@ -304,8 +304,9 @@ def test_selftest_clicks_beeps_lights_and_shows_each_input_change(factory: MockF
     assert [s.state for s in relay.states] == [False, True, False]  # one click on, one off
     relay.assert_states_and_times([(0.0, False), (0.0, True), (1.0, False)])
     beeps = [s for s in buzzer.states if s.state]
-    assert len(beeps) == 1 + 2 + 2  # granted, denied, alarm (0.8 s of 0.4 s cycles)
-    assert [s.state for s in green.states] == [False, True, False] and [s.state for s in red.states] == [False, True, False]
+    assert len(beeps) == 1 + 2 + 2 + 1  # granted, denied, alarm (0.8 s of 0.4 s cycles), the "please move" chirp
+    assert [s.state for s in green.states] == [False, True, False] + [True, False] * 3  # its own step, then the prompt
+    assert [s.state for s in red.states] == [False, True, False]
     assert result.changes == {EXIT: 2, CONTACT: 2, TAMPER: 0} and result.silent_inputs == [TAMPER]
     text = "\n".join(lines)
     assert "exit button: pressed (circuit closed, pin low)" in text
