@@ -4,6 +4,7 @@ Commands (each module has a ``main(argv) -> int``; ``--help`` on any of them):
 
     pipeline   the agent's door path against face_recognition's fast example (the default)
     matcher    1:N matching time with 100,000 enrolled
+    latency    decision time in real time, encoding in-process against encoder processes
     liveness   the liveness study (bench/liveness_study.py)
     sync       sync: ingest, snapshot, deletion reach, outbox drain (bench/sync_bench.py)
     admin      the admin app on 1,000,000 entries in PostgreSQL (bench/admin.py)
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("bench.pipeline_bench", "the agent's door path against face_recognition's fast example"),
     "matcher": ("bench.matcher_bench", "1:N matching time with 100,000 enrolled"),
+    "latency": ("bench.latency_bench", "decision time in real time, encoding in-process against worker processes"),
     "liveness": ("bench.liveness_study", "does liveness pass real people and reject held photos"),
     "sync": ("bench.sync_bench", "ingest (PostgreSQL, SQLite), snapshot, deletion to 50 stations, outbox drain"),
     "enroll": ("bench.enroll_time", "time from camera start to a saved enrollment on a real server"),

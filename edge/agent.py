@@ -36,6 +36,7 @@ from edge.camera import Frame, FrameSource, IterableSource, open_source
 from edge.config import EdgeSettings
 from edge.decisions import DoorActions, VerdictCallback
 from edge.door import Door
+from edge.encoders import EncoderPool, auto_processes
 from edge.gallery import GalleryHolder
 from edge.gate import DoorGate
 from edge.health import EdgeMetrics, HealthServer, health_report, serve_health
@@ -111,6 +112,7 @@ class EdgeAgent:
         self.metrics = EdgeMetrics(self)  # read at scrape time, except one increment per decision
         self.watchdog = Watchdog()  # systemd's READY/WATCHDOG/STOPPING; a no-op without NOTIFY_SOCKET
         self.health_http: HealthServer | None = None
+        self.encoders: EncoderPool | None = None  # encodings on the other cores (edge/encoders.py)
 
     # -- life cycle -------------------------------------------------------------
     def start(self) -> "EdgeAgent":
@@ -132,6 +134,12 @@ class EdgeAgent:
                 self.engine = FaceEngine()
             self.engine.load()
             self.pipeline = FramePipeline(self.engine, self.settings.detection, self.holder)
+            workers = auto_processes(self.settings.detection.encoder_processes)
+            if workers:
+                try:
+                    self.encoders = self.pipeline.encoders = EncoderPool(workers).start()
+                except Exception as err:  # the door works without them, one encoding at a time
+                    log.error("encoder processes not started (%s): encoding in the frame loop's process", err)
             self.sync = StationSync(
                 self.settings, self.store, build_link(self.settings), gallery=self.holder, health=self._health
             )
@@ -250,6 +258,8 @@ class EdgeAgent:
             self.sync.stop()
         if self.health_http is not None:
             self.health_http.stop()
+        if self.encoders is not None:
+            self.encoders.close()
         if self.store is not None:
             self.store.close()
         log.info("agent stopped: %s", dict(self.counts))

@@ -14,7 +14,7 @@ import base64
 import binascii
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -122,6 +122,13 @@ class DetectionConfig(BaseModel):
     idle_rescan_s: float = Field(
         default=1.0, ge=0.0, le=60.0,
         description="With nobody in view, the whole frame is searched at least this often, changed or not.",
+    )
+    encoder_processes: Annotated[int, Field(ge=0, le=8)] | Literal["auto"] = Field(
+        default="auto",
+        description="Worker processes that compute face encodings (edge/encoders.py), each with its own copy of "
+        "the models (about 100 MB): the votes of a grant are then encoded side by side on the other cores. auto: "
+        "one fewer than the cores, at most 3 (a Raspberry Pi 4 or 5: 3), none with fewer than 3 cores. 0: encode in "
+        "the frame loop's process (a board with 1 GB of memory).",
     )
     idle_interval_s: float = Field(
         default=0.05, ge=0.0, le=1.0,

@@ -41,6 +41,15 @@ Per frame, :meth:`FramePipeline.analyse`:
    to a second though the gate asks: the encoding would name nobody again.
    A face near a worker is encoded whenever asked. With an empty gallery
    nothing is encoded (there is nobody to match), but the face still counts as seen.
+   On a station with cores to spare (``detection.encoder_processes``,
+   edge/encoders.py) the encoding is computed by a worker process while the
+   next frames are searched: a finished one is this frame's observation (the
+   oldest first, one per frame), so the ``frames_required`` votes of a grant
+   are encoded side by side instead of one after the other. At most one
+   encoding per worker is in flight for the followed face; a frame that
+   comes while all are busy is encoded in the frame loop's own process (one
+   more encoder) when the face's latest encoding was near a worker, and
+   otherwise only followed.
 4. **Landmarks** (68 points, for liveness) of the followed face when asked.
 
 ``process()`` is the short form for a single frame: search, encode, match.
@@ -50,7 +59,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,6 +70,7 @@ from core.faces import Box, FaceEngine
 from core.imaging import resize, to_gray
 from core.matcher import NO_MATCH, Gallery, Match
 from edge.config import DetectionConfig
+from edge.encoders import EncoderPool, EncoderUnavailable
 from edge.gallery import GalleryHolder
 from core.landmarks import upscaled_landmarks
 from edge.gate import NEAR
@@ -92,6 +103,17 @@ class _Encoded:
     match: Match
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An encoding computed by a worker process (edge/encoders.py) for the face of an earlier frame."""
+
+    track_id: int
+    t: float
+    size: int
+    signature: np.ndarray
+    future: "Future[np.ndarray]"
+
+
 class FramePipeline:
     def __init__(self, engine: FaceEngine, settings: DetectionConfig, gallery: GalleryHolder | None = None) -> None:
         self.engine = engine
@@ -103,8 +125,10 @@ class FramePipeline:
         self.last_ms: float = 0.0
         self.counts: Counter[str] = Counter()
         self._last_search: float | None = None
-        self._encoded_track: int | None = None  # the track whose face was last encoded
+        self._encoded_track: int | None = None  # the track whose face was last encoded (or sent to be)
         self._encoded: _Encoded | None = None
+        self.encoders: EncoderPool | None = None  # set by the agent on a station with cores to spare
+        self._pending: deque[_Pending] = deque()
 
     @property
     def encodings_computed(self) -> int:
@@ -154,15 +178,18 @@ class FramePipeline:
                 observation = Observation(face_px=box.size, match=NO_MATCH)
             elif box.size < min_encode_px:
                 self.counts["too_small"] += 1
-            elif track_id != self._encoded_track or (encode and not self._unchanged_far(gray, box, track_id, now, far)):
-                # A face is always encoded once; then when asked, unless it is a stranger who has not moved.
-                vector = self.engine.encode(rgb, [box])[0]
-                self.counts["encodings"] += 1
-                self._encoded_track = track_id
-                observation = Observation(face_px=box.size, match=current.match(vector))
-                self._encoded = _Encoded(track_id, now, box.size, _signature(gray, box), observation.match)
-            elif encode:
-                self.counts["unchanged_far"] += 1  # the encoding would say what the last one said
+            else:
+                observation = self._collect(track_id, current) if self._pending else None
+                if track_id != self._encoded_track or (encode and not self._unchanged_far(gray, box, track_id, now, far)):
+                    # A face is always encoded once; then when asked, unless it is a stranger who has not moved.
+                    if not self._offload(rgb, gray, box, track_id, now, far) and observation is None:
+                        vector = self.engine.encode(rgb, [box])[0]
+                        self.counts["encodings"] += 1
+                        self._encoded_track = track_id
+                        observation = Observation(face_px=box.size, match=current.match(vector))
+                        self._encoded = _Encoded(track_id, now, box.size, _signature(gray, box), observation.match)
+                elif encode:
+                    self.counts["unchanged_far"] += 1  # the encoding would say what the last one said
             points = eyes = None
             if landmarks:
                 points = self.engine.landmarks_of(rgb, [box])[0]
@@ -173,6 +200,53 @@ class FramePipeline:
             return FaceFrame(box, track_id, new_track, observation, points, (rgb.shape[0], rgb.shape[1]), eyes)
         finally:
             self.last_ms = (time.perf_counter() - started) * 1000.0
+
+    def _offload(self, rgb: np.ndarray, gray: np.ndarray, box: Box, track_id: int, now: float,
+                 far: float | None) -> bool:
+        """Send this frame's face to an encoder process; False when it must be encoded here: no pool, the
+        pool restarting, or every worker busy with this face's earlier frames while its latest encoding
+        named a worker within ``far`` (the frame loop's own core is then one more encoder for the votes).
+        A face not known to be near anyone waits for the workers: encoding it here too would hold up the
+        frame loop, and the frames that count toward a stranger's denial, for a vote it is unlikely to give."""
+        pool = self.encoders
+        if pool is None:
+            return False
+        if sum(1 for p in self._pending if p.track_id == track_id) >= pool.processes:
+            self.counts["encoders_busy"] += 1
+            last = self._encoded
+            near = far is None or (last is not None and last.track_id == track_id
+                                   and last.match.identity is not None and last.match.distance <= far)
+            return not near
+        try:
+            future = pool.submit(rgb, box)
+        except EncoderUnavailable:
+            self.counts["encoder_fallbacks"] += 1
+            return False
+        self._pending.append(_Pending(track_id, now, box.size, _signature(gray, box), future))
+        self._encoded_track = track_id
+        self.counts["encodings_sent"] += 1
+        return True
+
+    def _collect(self, track_id: int, gallery: Gallery) -> Observation | None:
+        """The oldest finished encoding of the followed face, as this frame's observation (one per frame,
+        in the order the frames came; the others wait for the next frames). Encodings of faces no longer
+        followed are dropped; a failed one (a worker died) makes the pool restart."""
+        while self._pending and self._pending[0].future.done():
+            job = self._pending.popleft()
+            err = job.future.exception()
+            if err is not None:
+                self.counts["encoder_failures"] += 1
+                if self.encoders is not None:
+                    self.encoders.failed(err)
+                continue
+            if job.track_id != track_id:
+                self.counts["encodings_dropped"] += 1
+                continue
+            self.counts["encodings"] += 1
+            match = gallery.match(job.future.result())
+            self._encoded = _Encoded(track_id, job.t, job.size, job.signature, match)
+            return Observation(face_px=job.size, match=match)
+        return None
 
     def _unchanged_far(self, gray: np.ndarray, box: Box, track_id: int, now: float, far: float | None) -> bool:
         """Whether the followed face's latest encoding, of this track, matched nobody within ``far``, is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -10,6 +11,10 @@ import pytest
 from core.broker import EmbeddedBroker
 from tests.support.browser import browser, playwright, web  # noqa: F401 - fixtures for the real-browser tests
 from tests.support.services import Mosquitto, faces_dir
+
+# The agents of the tests encode in their own process whatever the machine's cores (detection.encoder_processes
+# is "auto" in the shipped config): tests/edge/test_encoders.py runs the worker processes on purpose.
+os.environ.setdefault("WAYSTATION_EDGE_DETECTION__ENCODER_PROCESSES", "0")
 
 
 @pytest.fixture(scope="session")

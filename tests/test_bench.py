@@ -45,6 +45,17 @@ def test_matcher_bench_ends_with_json(faces: Path) -> None:
     assert 0 < last["match_p50_ms"] <= last["match_p95_ms"]
 
 
+def test_latency_bench_decides_the_same_with_an_encoder_process(faces: Path) -> None:
+    r = bench("latency", "--runs", "1", "--enrolled", "200", "--processes", "1",
+              "--clip", "videos/intel_sample_videos/head-pose-face-detection-male.gif", faces=faces)
+    assert r.returncode == 0, r.stderr
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last["encoder_processes"] == 1 and last["enrolled"] == 200 and last["same_decisions"] is True
+    assert 0 < last["decision_p50_ms"] and 0 < last["workers_decision_p50_ms"]
+    # The stranger in the clip was denied, once per set-up and liveness setting, and each line says so.
+    assert sum("denied" in line and "head-pose-face-detection-male.gif" in line for line in r.stderr.splitlines()) == 4
+
+
 def test_an_unknown_bench_command_is_refused(faces: Path) -> None:
     r = bench("nope", faces=faces)
     assert r.returncode == 2 and "unknown command 'nope'" in r.stderr and "pipeline" in r.stderr
