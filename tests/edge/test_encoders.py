@@ -73,13 +73,18 @@ def test_a_worker_process_gives_the_encoding_the_agents_process_gives(faces: Pat
     assert pool.pids and os.getpid() not in pool.pids  # really another process
 
 
-def test_votes_are_encoded_by_the_worker_while_the_pipeline_goes_on(faces: Path, face_engine, pool) -> None:  # noqa: ANN001
-    obama = load_image(faces / EX / "obama/obama.jpg")
+def obama_pipeline(faces: Path, face_engine, pool: EncoderPool) -> tuple[FramePipeline, np.ndarray]:  # noqa: ANN001
+    """A pipeline using ``pool``, obama enrolled from one photo, and another photo of him as the camera's frame."""
     holder = GalleryHolder()
-    holder.swap(Gallery([("obama", face_engine.encode_single(obama)[0])], version=1), {})
+    holder.swap(Gallery([("obama", face_engine.encode_single(load_image(faces / EX / "obama/obama.jpg"))[0])],
+                        version=1), {})
     pipe = FramePipeline(face_engine, DetectionConfig(), holder)
     pipe.encoders = pool
-    frame = load_image(faces / EX / "obama/obama2.jpg")
+    return pipe, load_image(faces / EX / "obama/obama2.jpg")
+
+
+def test_votes_are_encoded_by_the_worker_while_the_pipeline_goes_on(faces: Path, face_engine, pool) -> None:  # noqa: ANN001
+    pipe, frame = obama_pipeline(faces, face_engine, pool)
     first = pipe.analyse(frame, t=0.0, encode=True)
     assert first is not None and first.observation is None  # sent away: this frame is not held up
     assert pipe.counts["encodings_sent"] == 1 and pipe.counts["encodings"] == 0
@@ -98,12 +103,7 @@ def test_a_worker_killed_mid_visit_leaves_the_door_encoding_in_its_own_process(f
     now = [0.0]
     pool = EncoderPool(1, restart_after_s=5.0, clock=lambda: now[0]).start()
     try:
-        obama = load_image(faces / EX / "obama/obama.jpg")
-        holder = GalleryHolder()
-        holder.swap(Gallery([("obama", face_engine.encode_single(obama)[0])], version=1), {})
-        pipe = FramePipeline(face_engine, DetectionConfig(), holder)
-        pipe.encoders = pool
-        frame = load_image(faces / EX / "obama/obama2.jpg")
+        pipe, frame = obama_pipeline(faces, face_engine, pool)
         for pid in pool.pids:
             os.kill(pid, signal.SIGKILL)
         observations = []
