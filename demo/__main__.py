@@ -83,6 +83,9 @@ def main(
         typer.echo(f"  server API                     {server.url}/api  (token in the Authorization header)")
         api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
         api.post("/api/stations", json={"station_id": STATION_ID, "name": "Demo station, Gongshu district"}).raise_for_status()
+        # What a provisioning bundle's station.yaml carries: the key QR credentials are checked with, so the
+        # station takes the server's default mode (face or QR) instead of refusing it.
+        qr_key = api.get("/api/credentials/public-key").raise_for_status().json()["public_key"]
 
         typer.echo(f"\nEnrolling {len(ENROLL)} workers through the server (photo -> one face -> encoding):")
         names: dict[str, str] = {}
@@ -130,6 +133,7 @@ def main(
             mqtt={"host": broker.host, "port": broker.port},
             camera={"source": str(faces_dir), "realtime": True},
             policy={"visit_gap_s": 0.8, "unknown_log_interval_s": 1.0},
+            access={"qr_public_keys": [qr_key]},
             # The demo's visitors are still photos, which the liveness check rightly rejects as
             # spoofs (no blink, no head movement); it is switched off here so the demo shows
             # recognition. `./run edge replay` on a real clip shows the door with liveness on.

@@ -9,7 +9,9 @@
    appears in a process list; the broker ACL (deploy/mosquitto/acl) then
    allows that user exactly the station's own topics;
 3. writes into DIR: ``station.yaml`` (the edge config: station id, broker
-   address, user name, client id, CA file), ``station.env`` (the password as
+   address, user name, client id, CA file, and the server's public key for
+   QR credentials, without which the station refuses every mode that reads
+   QR codes, the server's default ``face_or_qr`` included), ``station.env`` (the password as
    ``WAYSTATION_EDGE_MQTT__PASSWORD``; secrets never go into the YAML file)
    and ``ca.crt`` (the broker's CA certificate, from ``mqtt_tls_ca``).
 
@@ -37,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models.topics import check_station_id
 from server.config import ServerSettings
+from server.credentials import CredentialKeyError, signer_for
 from server.db import make_engine, make_sessionmaker, upgrade_database
 from server.errors import Conflict, ServerError
 from server.stations import is_registered, register_station
@@ -92,6 +95,10 @@ def provision_station(
     if ca is None:
         log.warning("mqtt_tls_ca is not set: the station's config will connect without TLS")
 
+    try:  # before anything is changed: a key that cannot be read stops here
+        qr_key = signer_for(settings.data_dir).public_key
+    except CredentialKeyError as err:
+        raise ProvisionError(f"the QR credential key cannot be used: {err}") from None
     registered = _register(settings, station_id, name or station_id, rotate=rotate)
     password = secrets.token_urlsafe(PASSWORD_BYTES)
     _add_password(passwd_exe, password_file, station_id, password)
@@ -103,7 +110,7 @@ def provision_station(
         shutil.copyfile(ca, ca_file)
     host = broker_host or settings.station_mqtt_host or settings.mqtt_host
     port = broker_port or settings.station_mqtt_port or (DEFAULT_TLS_PORT if ca is not None else settings.mqtt_port)
-    config = edge_config(station_id, host=host, port=port, ca_file=ca_file, data_dir=data_dir)
+    config = edge_config(station_id, host=host, port=port, ca_file=ca_file, data_dir=data_dir, qr_key=qr_key)
     config_file = out_dir / "station.yaml"
     header = (
         f"# Edge config of station {station_id}, written by `python -m server provision` "
@@ -117,8 +124,13 @@ def provision_station(
     return Provisioned(station_id, station_id, config_file, env_file, ca_file, password_file, registered)
 
 
-def edge_config(station_id: str, *, host: str, port: int, ca_file: Path | None, data_dir: str) -> dict:
-    """The edge settings of a provisioned station, validated by the edge's own settings model."""
+def edge_config(station_id: str, *, host: str, port: int, ca_file: Path | None, data_dir: str,
+                qr_key: str | None = None) -> dict:
+    """The edge settings of a provisioned station, validated by the edge's own settings model.
+
+    ``qr_key``: the server's public key for QR credentials (``access.qr_public_keys``); the station keeps
+    ``access.mode: face`` from its file until the server's station config sets the mode.
+    """
     mqtt: dict[str, object] = {
         "host": host,
         "port": port,
@@ -127,7 +139,9 @@ def edge_config(station_id: str, *, host: str, port: int, ca_file: Path | None, 
     }
     if ca_file is not None:
         mqtt["tls_ca"] = str(ca_file.resolve())
-    config = {"station_id": station_id, "data_dir": data_dir, "mqtt": mqtt}
+    config: dict[str, object] = {"station_id": station_id, "data_dir": data_dir, "mqtt": mqtt}
+    if qr_key is not None:
+        config["access"] = {"qr_public_keys": [qr_key]}
     from edge.config import EdgeSettings  # the edge's own validation: a config it would refuse is never written
 
     EdgeSettings.build(**config)
