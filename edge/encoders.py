@@ -134,7 +134,8 @@ class EncoderPool:
                 self._executor = self._new_executor()
                 self._broken_at = None
                 self.restarts += 1
-            assert self._executor is not None, "start() the pool first"
+            if self._executor is None:  # not started, or closed while the frame loop still ran
+                raise EncoderUnavailable("encoder processes not running")
             try:
                 return self._executor.submit(_encode, crop, inner.as_css())
             except (BrokenProcessPool, RuntimeError) as err:
@@ -142,7 +143,11 @@ class EncoderPool:
                 raise EncoderUnavailable(str(err)) from err
 
     def failed(self, err: BaseException) -> None:
-        """A submitted encoding failed (a worker died): encode in-process until the pool is started again."""
+        """A submitted encoding failed. A worker that died breaks the pool: encode in-process until it is
+        started again. Any other error (dlib refusing one crop) is that encoding's alone."""
+        if not isinstance(err, BrokenProcessPool):
+            log.warning("an encoding in an encoder process failed: %s", err)
+            return
         with self._lock:
             if self._broken_at is None:
                 self._broke(err)

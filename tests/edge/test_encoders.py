@@ -124,6 +124,19 @@ def test_a_worker_killed_mid_visit_leaves_the_door_encoding_in_its_own_process(f
     assert not pool.pids
 
 
+def test_a_stopped_pool_sends_the_pipeline_back_to_its_own_process_and_one_bad_encoding_breaks_nothing(
+    faces: Path, face_engine  # noqa: ANN001
+) -> None:
+    pool = EncoderPool(1).start()
+    frame = load_image(faces / EX / "obama/obama2.jpg")
+    box = face_engine.detect(frame)[0]
+    pool.failed(ValueError("dlib refused one crop"))  # that encoding's own failure: the workers stay
+    assert pool.restarts == 0 and pool.submit(frame, box).result(timeout=60).shape == (128,)
+    pool.close()
+    with pytest.raises(EncoderUnavailable):
+        pool.submit(frame, box)  # the agent stopping while a last frame is analysed: encoded in-process instead
+
+
 def test_the_agent_grants_with_encodings_from_worker_processes(
     tmp_path: Path, signer, face_engine, portraits, enrolled  # noqa: ANN001, F811
 ) -> None:
