@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from core.imaging import load_image
 from edge.agent import EdgeAgent
 from edge.camera import IterableSource
 from edge.config import EdgeSettings
@@ -21,17 +20,6 @@ from tests.edge.server_side import ServerSide, upsert
 from tests.support.services import Mosquitto
 
 pytestmark = [pytest.mark.broker, pytest.mark.faces, pytest.mark.models]
-
-EX = "face_recognition_examples"
-
-
-@pytest.fixture(scope="module")
-def photos(faces: Path) -> dict[str, np.ndarray]:
-    return {
-        "obama": load_image(faces / EX / "obama/obama.jpg"),
-        "obama2": load_image(faces / EX / "obama/obama2.jpg"),
-        "biden": load_image(faces / EX / "biden/biden.jpg"),
-    }
 
 
 def scenario(photos: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -21,7 +21,7 @@ from edge.agent import EdgeAgent
 from edge.camera import Frame
 from models.messages import Decision, EventKind, encode
 from models.station_config import StationConfig
-from server.credentials import Signer, signer_for
+from server.credentials import Signer
 from tests.edge.test_one_entry import BUZZER, RELAY, clicks, enrolled, frames_of, portraits  # noqa: F401 (fixtures)
 from tests.edge.test_qr import agent_settings, outbox
 
@@ -30,11 +30,6 @@ pytestmark = [pytest.mark.faces, pytest.mark.models]
 BEFORE = datetime(2026, 6, 1, 21, 59, 50, tzinfo=timezone.utc)  # 05:59:50 in Asia/Shanghai
 AFTER = datetime(2026, 6, 1, 22, 0, 5, tzinfo=timezone.utc)  # 06:00:05
 HOURS = "06:00-22:00"
-
-
-@pytest.fixture
-def signer(tmp_path: Path) -> Signer:
-    return signer_for(tmp_path / "server")
 
 
 def two_visits(portrait: np.ndarray, wall: list[datetime]) -> Iterator[Frame]:

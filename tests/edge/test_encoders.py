@@ -174,10 +174,3 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-@pytest.fixture
-def signer(tmp_path: Path):  # noqa: ANN201
-    from server.credentials import signer_for
-
-    return signer_for(tmp_path / "server")

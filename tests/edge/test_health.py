@@ -16,7 +16,6 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.imaging import load_image
 from edge.agent import EdgeAgent
 from edge.camera import Frame
 from edge.config import EdgeSettings
@@ -25,8 +24,6 @@ from tests.edge.server_side import upsert
 from tests.support.services import Mosquitto
 
 pytestmark = [pytest.mark.broker, pytest.mark.faces, pytest.mark.models]
-
-EX = "face_recognition_examples"
 
 
 class FeedCamera:
@@ -55,15 +52,6 @@ class FeedCamera:
 
     def close(self) -> None:
         self._closed.set()
-
-
-@pytest.fixture(scope="module")
-def photos(faces: Path) -> dict[str, np.ndarray]:
-    return {
-        "obama": load_image(faces / EX / "obama/obama.jpg"),
-        "obama2": load_image(faces / EX / "obama/obama2.jpg"),
-        "biden": load_image(faces / EX / "biden/biden.jpg"),
-    }
 
 
 def settings_for(broker: Mosquitto, data_dir: Path, **health: object) -> EdgeSettings:

@@ -24,7 +24,7 @@ from edge.camera import Frame
 from edge.config import EdgeSettings
 from edge.store import EdgeStore
 from models.messages import Decision, EventKind
-from server.credentials import Signer, signer_for
+from server.credentials import Signer
 from tests.edge.server_side import upsert
 from tests.edge.test_qr import EX, agent_settings, in_frame, outbox, real_token
 
@@ -47,11 +47,6 @@ def portraits(faces: Path, face_engine) -> dict[str, np.ndarray]:  # noqa: ANN00
         top, left = max(0, cy - side // 2), max(0, cx - side // 2)
         out[name] = photo[top : top + side, left : left + side]
     return out
-
-
-@pytest.fixture
-def signer(tmp_path: Path) -> Signer:
-    return signer_for(tmp_path / "server")
 
 
 @pytest.fixture

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from core.imaging import load_image
 from core.matcher import Gallery
 from edge.config import DetectionConfig
 from edge.gallery import GalleryHolder
 from edge.pipeline import FramePipeline
 
 pytestmark = [pytest.mark.faces, pytest.mark.models]
-
-EX = "face_recognition_examples"
-
-
-@pytest.fixture(scope="module")
-def photos(faces: Path) -> dict[str, np.ndarray]:
-    names = {
-        "obama": "obama/obama.jpg",
-        "obama2": "obama/obama2.jpg",
-        "obama_small": "obama/obama_small.jpg",
-        "biden": "biden/biden.jpg",
-        "two_people": "_multi_person/two_people.jpg",
-    }
-    return {k: load_image(faces / EX / v) for k, v in names.items()}
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from edge.selftest import run_selftest
 from edge.store import EdgeStore
 from edge.tracker import FaceFrame
 from models.messages import Decision, EventKind
-from server.credentials import Signer, signer_for
+from server.credentials import Signer
 from tests.edge.server_side import upsert
 from tests.edge.test_gate import FPS, Clock, face_points, match, seen
 from tests.edge.test_one_entry import (  # noqa: F401 (enrolled, portraits: fixtures)
@@ -199,11 +199,6 @@ def test_the_selftest_shows_the_prompt_after_the_leds() -> None:
 
 
 # -- the real agent ------------------------------------------------------------------------------------------------
-@pytest.fixture
-def signer(tmp_path: Path) -> Signer:
-    return signer_for(tmp_path / "server")
-
-
 def liveness_on(tmp_path: Path, signer: Signer) -> EdgeSettings:
     settings = agent_settings(tmp_path, signer, "face")
     live = LivenessConfig(mode="either", time_limit_s=2.0)  # the shipped prompt_after_s (1.2 s)

@@ -13,7 +13,7 @@ import qrcode
 from gpiozero.pins.mock import MockFactory
 
 from core.broker import free_port
-from core.imaging import detect_qr, load_image, resize
+from core.imaging import detect_qr, resize
 from edge.agent import EdgeAgent
 from edge.camera import Frame
 from edge.config import AccessConfig, EdgeSettings
@@ -58,15 +58,6 @@ def in_frame(photo: np.ndarray, text: str | None, *, qr_px: int = 240, size: tup
 
 
 @pytest.fixture(scope="module")
-def photos(faces: Path) -> dict[str, np.ndarray]:
-    return {
-        "obama": load_image(faces / EX / "obama/obama.jpg"),
-        "obama2": load_image(faces / EX / "obama/obama2.jpg"),
-        "biden": load_image(faces / EX / "biden/biden.jpg"),
-    }
-
-
-@pytest.fixture(scope="module")
 def portraits(photos: dict[str, np.ndarray], face_engine) -> dict[str, np.ndarray]:  # noqa: ANN001
     """Head and shoulders cut from each photo around its face, as a door camera sees a person up close."""
     out = {}
@@ -77,11 +68,6 @@ def portraits(photos: dict[str, np.ndarray], face_engine) -> dict[str, np.ndarra
         top, left = max(0, cy - side // 2), max(0, cx - side // 2)
         out[name] = photo[top : top + side, left : left + side]
     return out
-
-
-@pytest.fixture
-def signer(tmp_path: Path) -> Signer:
-    return signer_for(tmp_path / "server")
 
 
 def token(signer: Signer, *, worker: str = WORKER, issued: int = NOW, days: int = 30, bound: int = 3,
