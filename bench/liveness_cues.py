@@ -35,7 +35,8 @@ if str(REPO) not in sys.path:
 
 from bench.liveness_landmarks import VARIANTS, Face, landmarks, variant  # noqa: E402
 from bench.liveness_study import tracks  # noqa: E402
-from edge.liveness import LivenessConfig  # noqa: E402
+from core.landmarks import face_frame  # noqa: E402
+from edge.liveness import LivenessConfig, inside_frame  # noqa: E402
 
 STILL_MAN = "head-pose-face-detection-male.gif"
 
@@ -53,27 +54,11 @@ CUES: dict[str, Callable[[np.ndarray], float]] = {
 }
 
 
-def face_frame(points: np.ndarray) -> np.ndarray | None:
-    """The landmarks in the eyes/mouth frame (core.landmarks.face_shape's), or None when degenerate."""
-    left, right = points[36:42].mean(axis=0), points[42:48].mean(axis=0)
-    mid = (left + right) / 2.0
-    mouth = (points[48] + points[54]) / 2.0
-    basis = np.column_stack([right - left, mouth - mid])
-    scale = float(np.linalg.norm(right - left) * np.linalg.norm(mouth - mid))
-    if scale <= 0.0 or abs(float(np.linalg.det(basis))) < 0.1 * scale:
-        return None
-    return np.linalg.solve(basis, (points - mid).T).T
-
-
 def usable(face: Face, shape: tuple[int, int], cfg: LivenessConfig) -> bool:
     """The checker's guards: big enough, and inside the frame with a margin (edge.liveness)."""
     if face is None or face[0].size < cfg.min_face_px:
         return False
-    box, pts = face[0], face[1]
-    m = cfg.edge_margin * box.size
-    h, w = shape
-    inside = box.left >= m and box.top >= m and box.right <= w - m and box.bottom <= h - m
-    return inside and bool((pts >= 0).all() and (pts[:, 0] < w).all() and (pts[:, 1] < h).all())
+    return inside_frame(face[1], face[0], shape, cfg.edge_margin)
 
 
 def ranges(faces: Sequence[Face], cfg: LivenessConfig) -> dict[str, float] | None:

@@ -67,8 +67,10 @@ class FaceShape:
     """Eye openness (aspect ratio measured in the eyes/mouth frame)."""
 
 
-def face_shape(points: np.ndarray) -> FaceShape | None:
-    """Measure one frame; None when the landmarks are degenerate (eyes on top of each other, etc.)."""
+def face_frame(points: np.ndarray) -> np.ndarray | None:
+    """The (68, 2) landmarks in the face's own frame of reference: left eye centre (-0.5, 0), right eye
+    centre (0.5, 0), mouth corners' midpoint (0, 1). Unchanged by any affine map of the image (a photo
+    shifted, scaled, rotated or tilted). None when the landmarks are degenerate (eyes on top of each other)."""
     left, right = points[_LEFT_EYE].mean(axis=0), points[_RIGHT_EYE].mean(axis=0)
     mid = (left + right) / 2.0
     mouth = (points[_MOUTH_CORNERS[0]] + points[_MOUTH_CORNERS[1]]) / 2.0
@@ -77,8 +79,14 @@ def face_shape(points: np.ndarray) -> FaceShape | None:
     scale = float(np.linalg.norm(right - left)) * float(np.linalg.norm(mouth - mid))
     if not math.isfinite(det) or scale <= 0.0 or abs(det) < 0.1 * scale:
         return None  # eyes and mouth nearly on one line: not a face seen from the front
-    # Coordinates in the frame: left eye (-0.5, 0), right eye (0.5, 0), mouth corners' midpoint (0, 1).
-    canon = np.linalg.solve(basis, (points - mid).T).T
+    return np.linalg.solve(basis, (points - mid).T).T
+
+
+def face_shape(points: np.ndarray) -> FaceShape | None:
+    """Measure one frame; None when the landmarks are degenerate (eyes on top of each other, etc.)."""
+    canon = face_frame(points)
+    if canon is None:
+        return None
     nose = canon[_NOSE].mean(axis=0)
     return FaceShape(
         nose=(float(nose[0]), float(nose[1])),

@@ -227,6 +227,16 @@ class _Evidence:
         self.closed_run = 0
 
 
+def inside_frame(points: np.ndarray, box: Box, frame_size: tuple[int, int], edge_margin: float) -> bool:
+    """Whether a face is evidence at all: its box ``edge_margin`` face sizes (at least a pixel) inside the
+    frame, and every landmark on it. A face cut by the edge makes the landmark model guess the hidden half."""
+    height, width = frame_size
+    m = max(1.0, edge_margin * box.size)
+    if box.left < m or box.top < m or box.right > width - m or box.bottom > height - m:
+        return False
+    return bool((points >= 0.0).all() and (points[:, 0] < width).all() and (points[:, 1] < height).all())
+
+
 class LivenessChecker:
     """Feed it the tracked face of every frame; it says pending, passed or failed.
 
@@ -316,11 +326,7 @@ class LivenessChecker:
             ev.add_eyes(shape.left_eye, shape.right_eye, cfg)
 
     def _inside(self, points: np.ndarray, box: Box, frame_size: tuple[int, int]) -> bool:
-        height, width = frame_size
-        m = max(1.0, self.config.edge_margin * box.size)
-        if box.left < m or box.top < m or box.right > width - m or box.bottom > height - m:
-            return False
-        return bool((points >= 0.0).all() and (points[:, 0] < width).all() and (points[:, 1] < height).all())
+        return inside_frame(points, box, frame_size, self.config.edge_margin)
 
     def _jumped(self, last: Box, box: Box) -> bool:
         (x0, y0), (x1, y1) = last.center, box.center

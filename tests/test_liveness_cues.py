@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.liveness_cues import CUES, face_frame, ranges
+from bench.liveness_cues import CUES, ranges
 from core.imaging import load_image
-from core.landmarks import landmark_points
+from core.landmarks import face_frame, landmark_points
 from edge.liveness import LivenessConfig
 
 pytestmark = [pytest.mark.faces, pytest.mark.models]
