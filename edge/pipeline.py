@@ -102,6 +102,10 @@ class _Encoded:
     signature: np.ndarray
     match: Match
 
+    def near(self, far: float) -> bool:
+        """Whether this encoding named a worker within ``far`` (a face that may vote soon)."""
+        return self.match.identity is not None and self.match.distance <= far
+
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
@@ -214,9 +218,7 @@ class FramePipeline:
         if sum(1 for p in self._pending if p.track_id == track_id) >= pool.processes:
             self.counts["encoders_busy"] += 1
             last = self._encoded
-            near = far is None or (last is not None and last.track_id == track_id
-                                   and last.match.identity is not None and last.match.distance <= far)
-            return not near
+            return not (far is None or (last is not None and last.track_id == track_id and last.near(far)))
         try:
             future = pool.submit(rgb, box)
         except EncoderUnavailable:
@@ -260,7 +262,7 @@ class FramePipeline:
         last = self._encoded
         if far is None or last is None or last.track_id != track_id or not 0.0 <= now - last.t < _REUSE_MAX_S:
             return False
-        if last.match.identity is not None and last.match.distance <= far:
+        if last.near(far):
             return False
         if abs(box.size - last.size) > 0.1 * last.size:
             return False
